@@ -1,0 +1,48 @@
+# Common settings for rthin's scripts. Sourced, not run.
+# shellcheck shell=bash
+
+RTHIN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RTHIN_CACHE=${RTHIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rthin}
+RTHIN_RESULTS=${RTHIN_RESULTS:-$RTHIN_TOP/results}
+
+# The kernel's Rust support wants a rustc with the `core` source beside it:
+# Debian's rustc-web gives that, rustup's default toolchain here does not.
+export PATH=/usr/lib/llvm-16/bin:$HOME/.cargo/bin:$PATH
+KMAKE_VARS=(LLVM=1 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+            BINDGEN="$HOME/.cargo/bin/bindgen")
+
+die() { echo "rthin: $*" >&2; exit 1; }
+log() { echo "rthin: $*" >&2; }
+
+as_root() {
+	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Version of Debian's kernel source package: part of the kernel cache key.
+kernel_src_version() {
+	dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null || echo none
+}
+
+# Kernel source tree, unpacked once from Debian's tarball (never patched).
+kernel_src_dir() {
+	echo "$RTHIN_CACHE/src/linux-$(kernel_src_version)"
+}
+
+# Cache key of a kernel build: source version, config fragments, toolchain.
+kernel_key() {
+	local flavour=$1
+	{
+		kernel_src_version
+		cat "$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config"
+		/usr/bin/rustc --version
+		"$HOME/.cargo/bin/bindgen" --version 2>/dev/null
+		/usr/lib/llvm-16/bin/clang --version | head -1
+		gcc --version | head -1
+	} | sha256sum | cut -c1-16
+}
+
+# Build directory (O=) of a kernel flavour: `test` or `bench`.
+kernel_build_dir() {
+	local flavour=${1:-test}
+	echo "$RTHIN_CACHE/kbuild-$flavour-$(kernel_key "$flavour")"
+}
