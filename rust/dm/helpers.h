@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * C helpers: static inline functions and macros of the kernel that Rust cannot
+ * call directly, each wrapped in a plain function. Only the abstraction layer
+ * (rust/dm) calls them.
+ */
+#ifndef RTHIN_DM_HELPERS_H
+#define RTHIN_DM_HELPERS_H
+
+#include <linux/bio.h>
+#include <linux/completion.h>
+#include <linux/device-mapper.h>
+#include <linux/spinlock.h>
+#include <linux/workqueue.h>
+
+void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev);
+sector_t rthin_bdev_nr_sectors(struct block_device *bdev);
+
+void rthin_init_completion(struct completion *x);
+void rthin_might_sleep(void);
+
+unsigned long rthin_spin_lock_irqsave(spinlock_t *lock);
+void rthin_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+
+void rthin_init_delayed_work(struct delayed_work *dwork, work_func_t func);
+struct delayed_work *rthin_to_delayed_work(struct work_struct *work);
+
+#endif
