@@ -52,6 +52,9 @@ make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" rustavailable >&2 || die "Rust too
 log "building kernel ($flavour), this takes a while on 2 cores"
 make -C "$src" O="$out" "${KMAKE_VARS[@]}" -j"$(( $(nproc) + 1 ))" >"$out/build.log" 2>&1 ||
 	{ tail -n 40 "$out/build.log" >&2; die "kernel build failed (log: $out/build.log)"; }
+# The guest loads upstream dm modules with `modprobe -d $out/mods`.
+rm -rf "$out/mods"
+make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" INSTALL_MOD_PATH="$out/mods" modules_install >&2
 touch "$stamp"
 log "kernel ($flavour) built in $(( $(date +%s) - start )) s"
 echo "$out"

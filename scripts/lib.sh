@@ -9,7 +9,7 @@ RTHIN_RESULTS=${RTHIN_RESULTS:-$RTHIN_TOP/results}
 # Debian's rustc-web gives that, rustup's default toolchain here does not.
 export PATH=/usr/lib/llvm-16/bin:$HOME/.cargo/bin:$PATH
 KMAKE_VARS=(LLVM=1 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
-            BINDGEN="$HOME/.cargo/bin/bindgen")
+            BINDGEN="$HOME/.cargo/bin/bindgen" CLIPPY_DRIVER=/usr/bin/clippy-driver)
 
 die() { echo "rthin: $*" >&2; exit 1; }
 log() { echo "rthin: $*" >&2; }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Every rthin test: host tests (log checker, persistent-data crate), then the guest selftests
+# in QEMU with the kernel log checked. Installs and builds what it needs first.
+# Ends with one line `N passed, N failed`; exits non-zero on any failure.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+rm -rf "$RTHIN_RESULTS"
+mkdir -p "$RTHIN_RESULTS"
+passed=0 failed=0 problems=()
+
+# Count KTAP results in a file: `ok N` (SKIPs not counted) and `not ok N`.
+count_ktap() {
+	local p f
+	p=$(grep -E '^ok [0-9]+ ' "$1" | grep -vc '# SKIP' || true)
+	f=$(grep -cE '^not ok [0-9]+ ' "$1" || true)
+	passed=$((passed + p)) failed=$((failed + f))
+	echo "rthin: $2: $p passed, $f failed" >&2
+	[ "$f" = 0 ] || problems+=("$2: $f failed")
+}
+
+step() { echo "rthin: == $* ==" >&2; }
+
+step "dependencies"
+"$RTHIN_TOP/scripts/deps.sh" || die "installing dependencies failed"
+
+step "host: kernel log checker"
+bash "$RTHIN_TOP/selftests/logcheck/run.sh" | tee "$RTHIN_RESULTS/logcheck.ktap"
+count_ktap "$RTHIN_RESULTS/logcheck.ktap" "log checker"
+
+if [ -f "$RTHIN_TOP/rust/persistent-data/Cargo.toml" ]; then
+	step "host: persistent-data (cargo test)"
+	(cd "$RTHIN_TOP/rust/persistent-data" && cargo test --release 2>&1) | tee "$RTHIN_RESULTS/cargo-test.log"
+	rc=${PIPESTATUS[0]}
+	p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$RTHIN_RESULTS/cargo-test.log" | paste -sd+ | bc)
+	f=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$RTHIN_RESULTS/cargo-test.log" | paste -sd+ | bc)
+	passed=$((passed + ${p:-0})) failed=$((failed + ${f:-0}))
+	if [ "$rc" != 0 ]; then failed=$((failed + 1)); problems+=("cargo test exited $rc"); fi
+fi
+
+step "test kernel"
+t0=$(date +%s)
+"$RTHIN_TOP/scripts/kernel.sh" test >/dev/null || die "kernel build failed"
+echo "rthin: kernel ready in $(( $(date +%s) - t0 )) s" >&2
+
+step "module"
+"$RTHIN_TOP/scripts/module.sh" test >/dev/null || die "module build failed"
+
+step "guest selftests"
+"$RTHIN_TOP/scripts/vm.sh" --timeout "${RTHIN_GUEST_TIMEOUT:-1500}" -- bash selftests/guest-run.sh "$@"
+rc=$?
+[ $rc = 0 ] || problems+=("guest exited $rc")
+ktap=$RTHIN_RESULTS/ktap.txt
+if [ -f "$ktap" ]; then
+	count_ktap "$ktap" "guest selftests"
+	grep -q '^# guest done' "$ktap" || { failed=$((failed + 1)); problems+=("guest did not finish its tests"); }
+	plans=$(sed -nE 's/^1\.\.([0-9]+)$/\1/p' "$ktap" | paste -sd+ | bc)
+	ran=$(grep -cE '^(not )?ok [0-9]+ ' "$ktap" || true)
+	[ "${plans:-0}" = "$ran" ] || { failed=$((failed + 1)); problems+=("guest planned ${plans:-0} tests, reported $ran"); }
+else
+	failed=$((failed + 1)); problems+=("guest wrote no results")
+fi
+
+step "kernel log"
+logs=("$RTHIN_RESULTS/console.log")
+[ -f "$RTHIN_RESULTS/dmesg.log" ] && logs+=("$RTHIN_RESULTS/dmesg.log")
+if "$RTHIN_TOP/scripts/check-kernel-log" "${logs[@]}"; then
+	echo "rthin: guest kernel log clean" >&2
+else
+	failed=$((failed + 1)); problems+=("kernel reports in the guest log")
+fi
+
+for p in "${problems[@]}"; do echo "rthin: problem: $p" >&2; done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && [ ${#problems[@]} = 0 ]

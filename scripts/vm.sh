@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Boot the rthin test kernel under QEMU with the host's own userland (virtme-ng, root shared
+# read-only over 9p), two fresh virtual disks, and run one command inside it.
+#
+# usage: scripts/vm.sh [--flavour test|bench] [--timeout SECONDS] [--console FILE] -- CMD...
+#
+# The guest sees:   /dev/vda (256 MiB, for metadata), /dev/vdb (2 GiB, for data),
+#                   $RTHIN_RESULTS read-write, every other host path read-only,
+#                   and the environment variables RTHIN_TOP, RTHIN_KDIR, RTHIN_RESULTS,
+#                   RTHIN_MODULE (the rthin.ko to load; default: the work tree's).
+# The serial console goes to the console file. The run is bounded: a guest still running
+# after the timeout is killed and the run fails. TCG by default; RTHIN_KVM=1 tries KVM.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+flavour=test timeout=1200 console=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--flavour) flavour=$2; shift 2 ;;
+	--timeout) timeout=$2; shift 2 ;;
+	--console) console=$2; shift 2 ;;
+	--) shift; break ;;
+	*) die "vm.sh: unknown option $1" ;;
+	esac
+done
+[ $# -gt 0 ] || die "vm.sh: no command"
+kdir=${KDIR:-$(kernel_build_dir "$flavour")}
+[ -f "$kdir/arch/x86/boot/bzImage" ] || die "no kernel in $kdir"
+mkdir -p "$RTHIN_RESULTS/disks"
+console=${console:-$RTHIN_RESULTS/console.log}
+
+disks=()
+for d in meta:256M data:2G; do
+	img=$RTHIN_RESULTS/disks/${d%%:*}.img
+	rm -f "$img"
+	truncate -s "${d#*:}" "$img"
+	disks+=(--disk "$img")
+done
+
+accel=(--disable-kvm)
+[ "${RTHIN_KVM:-0}" = 1 ] && accel=()
+module=${RTHIN_MODULE:-$RTHIN_TOP/rthin.ko}
+cmd="export RTHIN_TOP='$RTHIN_TOP' RTHIN_KDIR='$kdir' RTHIN_RESULTS='$RTHIN_RESULTS' RTHIN_MODULE='$module'; cd '$RTHIN_TOP' && $*"
+
+set +e
+timeout --kill-after=20 "$timeout" "$RTHIN_CACHE/venv/bin/vng" \
+	--run "$kdir/arch/x86/boot/bzImage" "${accel[@]}" --force-9p \
+	--cpus 2 --memory 2G --rwdir "$RTHIN_RESULTS" "${disks[@]}" \
+	--append "hung_task_timeout_secs=30 softlockup_panic=0" \
+	--verbose --exec "$cmd" </dev/null 2>"$console"
+rc=$?
+set -e
+if [ $rc = 124 ] || [ $rc = 137 ]; then
+	log "guest did not finish within ${timeout}s: killed (console: $console)"
+	exit 124
+fi
+exit $rc
