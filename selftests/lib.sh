@@ -1,0 +1,63 @@
+# Helpers for rthin's guest selftests: KTAP output, module loading, devices. Sourced.
+# shellcheck shell=bash
+
+export DM_DISABLE_UDEV=1
+: "${RTHIN_TOP:?}" "${RTHIN_KDIR:?}" "${RTHIN_RESULTS:?}"
+META_DEV=${META_DEV:-/dev/vda}
+DATA_DEV=${DATA_DEV:-/dev/vdb}
+KVER=$(uname -r)
+TMP=$(mktemp -d /tmp/rthin-test.XXXXXX)
+
+_ktap_n=0
+_ktap_fail=0
+
+# ktap_plan N: start a KTAP document of N tests.
+ktap_plan() {
+	echo "KTAP version 1"
+	echo "1..$1"
+}
+
+# run_test NAME FUNCTION: run one test, in a subshell with errexit, and print its result.
+# What the test prints goes out as KTAP diagnostics.
+run_test() {
+	local name=$1 fn=$2 rc out
+	_ktap_n=$((_ktap_n + 1))
+	out=$( (set -eE; "$fn") 2>&1 ); rc=$?
+	[ -n "$out" ] && sed 's/^/# /' <<<"$out"
+	if [ $rc = 0 ]; then
+		echo "ok $_ktap_n $name"
+	elif [ $rc = 4 ]; then
+		echo "ok $_ktap_n $name # SKIP"
+	else
+		echo "not ok $_ktap_n $name"
+		_ktap_fail=$((_ktap_fail + 1))
+	fi
+	cleanup_dm
+}
+
+ktap_done() {
+	[ $_ktap_fail = 0 ]
+}
+
+fail() { echo "FAIL: $*"; return 1; }
+
+# An upstream module from the test kernel's own build.
+kmod() { modprobe -d "$RTHIN_KDIR/mods" "$@"; }
+
+load_rthin() { lsmod | grep -q '^rthin ' || insmod "$RTHIN_TOP/rthin.ko"; }
+unload_rthin() { ! lsmod | grep -q '^rthin ' || rmmod rthin; }
+
+# Remove every dm device the tests made (names start with rt_).
+cleanup_dm() {
+	local d
+	for d in $(dmsetup ls 2>/dev/null | awk '/^rt_/ {print $1}'); do
+		dmsetup remove --force "$d" >/dev/null 2>&1 || true
+	done
+}
+
+devno() { local d; d=$(stat -L -c '%t %T' "$1"); printf '%d:%d' "0x${d% *}" "0x${d#* }"; }
+sectors() { blockdev --getsz "$1"; }
+
+# kmsg_mark: a marker in the kernel log; kmsg_since prints the log after the last marker.
+kmsg_mark() { _mark="rthin-selftest-mark-$RANDOM-$RANDOM"; echo "$_mark" >/dev/kmsg; }
+kmsg_since() { dmesg | sed -n "/$_mark/,\$p" | tail -n +2; }
