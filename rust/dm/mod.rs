@@ -12,6 +12,7 @@
 mod bindings;
 
 pub mod bio;
+pub mod bufio;
 pub mod device;
 pub mod lifetime;
 pub mod log;
