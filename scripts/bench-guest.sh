@@ -4,6 +4,7 @@ set -euo pipefail
 export DM_DISABLE_UDEV=1
 rounds=$1 secs=$2
 modprobe -d "$RTHIN_KDIR/mods" brd rd_nr=1 rd_size=524288
+for d in $(modinfo -F depends "$RTHIN_MODULE" | tr ',' ' '); do modprobe -d "$RTHIN_KDIR/mods" "$d"; done
 insmod "$RTHIN_MODULE"
 size=$(blockdev --getsz /dev/ram0)
 dmsetup create bench_linear --table "0 $size linear /dev/ram0 0"

@@ -3,7 +3,8 @@
 set -euo pipefail
 export DM_DISABLE_UDEV=1
 show() { echo "+ $*"; "$@"; }
-show insmod "$RTHIN_TOP/rthin.ko"
+for d in $(modinfo -F depends "$RTHIN_MODULE" | tr ',' ' '); do modprobe -d "$RTHIN_KDIR/mods" "$d"; done
+show insmod "$RTHIN_MODULE"
 show dmsetup targets
 show dmsetup create demo --table "0 409600 rlinear /dev/vdb 2048"
 show dmsetup table demo

@@ -23,38 +23,42 @@ fi
 
 out=$(kernel_build_dir "$flavour")
 stamp=$out/.rthin-built
-if [ -f "$stamp" ] && [ -f "$out/arch/x86/boot/bzImage" ]; then
+if [ -f "$stamp" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ -f "$out/mods/.rthin-installed" ]; then
 	log "kernel ($flavour) cached in $out"
 	echo "$out"
 	exit 0
 fi
 
-mkdir -p "$out"
-start=$(date +%s)
-log "configuring kernel ($flavour) in $out"
-make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" tinyconfig >&2
-KCONFIG_CONFIG="$out/.config" "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" \
-	"$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config" >"$out/config.log" 2>&1
-make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" olddefconfig >&2
-# Every option the fragments ask for must have survived olddefconfig.
-bad=0
-while IFS= read -r line; do
-	case "$line" in CONFIG_*=*) ;; *) continue ;; esac
-	opt=${line%%=*} val=${line#*=}
-	if [ "$val" = n ]; then
-		grep -q "^$opt=" "$out/.config" && { log "config: $opt should be off"; bad=1; }
-	else
-		grep -qx "$opt=$val" "$out/.config" || { log "config: $opt=$val did not stick"; bad=1; }
-	fi
-done < <(cat "$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config")
-[ $bad = 0 ] || die "kernel config fragments do not apply"
-make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" rustavailable >&2 || die "Rust toolchain not accepted by the kernel"
-log "building kernel ($flavour), this takes a while on 2 cores"
-make -C "$src" O="$out" "${KMAKE_VARS[@]}" -j"$(( $(nproc) + 1 ))" >"$out/build.log" 2>&1 ||
-	{ tail -n 40 "$out/build.log" >&2; die "kernel build failed (log: $out/build.log)"; }
+if [ ! -f "$stamp" ]; then
+	mkdir -p "$out"
+	start=$(date +%s)
+	log "configuring kernel ($flavour) in $out"
+	make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" tinyconfig >&2
+	KCONFIG_CONFIG="$out/.config" "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" \
+		"$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config" >"$out/config.log" 2>&1
+	make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" olddefconfig >&2
+	# Every option the fragments ask for must have survived olddefconfig.
+	bad=0
+	while IFS= read -r line; do
+		case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+		opt=${line%%=*} val=${line#*=}
+		if [ "$val" = n ]; then
+			grep -q "^$opt=" "$out/.config" && { log "config: $opt should be off"; bad=1; }
+		else
+			grep -qx "$opt=$val" "$out/.config" || { log "config: $opt=$val did not stick"; bad=1; }
+		fi
+	done < <(cat "$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config")
+	[ $bad = 0 ] || die "kernel config fragments do not apply"
+	make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" rustavailable >&2 || die "Rust toolchain not accepted by the kernel"
+	log "building kernel ($flavour), this takes a while on 2 cores"
+	make -C "$src" O="$out" "${KMAKE_VARS[@]}" -j"$(( $(nproc) + 1 ))" >"$out/build.log" 2>&1 ||
+		{ tail -n 40 "$out/build.log" >&2; die "kernel build failed (log: $out/build.log)"; }
+	touch "$stamp"
+	log "kernel ($flavour) built in $(( $(date +%s) - start )) s"
+fi
+
 # The guest loads upstream dm modules with `modprobe -d $out/mods`.
 rm -rf "$out/mods"
 make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" INSTALL_MOD_PATH="$out/mods" modules_install >&2
-touch "$stamp"
-log "kernel ($flavour) built in $(( $(date +%s) - start )) s"
+touch "$out/mods/.rthin-installed"
 echo "$out"

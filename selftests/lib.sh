@@ -2,11 +2,12 @@
 # shellcheck shell=bash
 
 export DM_DISABLE_UDEV=1
-: "${RTHIN_TOP:?}" "${RTHIN_KDIR:?}" "${RTHIN_RESULTS:?}"
+: "${RTHIN_TOP:?}" "${RTHIN_KDIR:?}" "${RTHIN_RESULTS:?}" "${RTHIN_MODULE:?}"
 META_DEV=${META_DEV:-/dev/vda}
 DATA_DEV=${DATA_DEV:-/dev/vdb}
 KVER=$(uname -r)
 TMP=$(mktemp -d /tmp/rthin-test.XXXXXX)
+cd "$TMP" || exit 1   # tools such as fio write state files into the working directory
 
 _ktap_n=0
 _ktap_fail=0
@@ -22,7 +23,7 @@ ktap_plan() {
 run_test() {
 	local name=$1 fn=$2 rc out
 	_ktap_n=$((_ktap_n + 1))
-	out=$( (set -eE; "$fn") 2>&1 ); rc=$?
+	out=$( (set -eE; trap 'echo "FAILED: line $LINENO: $BASH_COMMAND"' ERR; "$fn") 2>&1 ); rc=$?
 	[ -n "$out" ] && sed 's/^/# /' <<<"$out"
 	if [ $rc = 0 ]; then
 		echo "ok $_ktap_n $name"
@@ -44,7 +45,13 @@ fail() { echo "FAIL: $*"; return 1; }
 # An upstream module from the test kernel's own build.
 kmod() { modprobe -d "$RTHIN_KDIR/mods" "$@"; }
 
-load_rthin() { lsmod | grep -q '^rthin ' || insmod "$RTHIN_TOP/rthin.ko"; }
+# insmod rthin.ko, after the upstream modules it depends on (dm-bufio).
+insmod_rthin() {
+	local d
+	for d in $(modinfo -F depends "$RTHIN_MODULE" | tr ',' ' '); do kmod "$d"; done
+	insmod "$RTHIN_MODULE"
+}
+load_rthin() { lsmod | grep -q '^rthin ' || insmod_rthin; }
 unload_rthin() { ! lsmod | grep -q '^rthin ' || rmmod rthin; }
 
 # Remove every dm device the tests made (names start with rt_).

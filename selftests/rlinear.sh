@@ -58,7 +58,10 @@ t_table_status_match_linear() {
 }
 
 # Bad tables are refused with dm-linear's message (or dm core's), the device is not left
-# behind, and the kernel log stays clean (checked by the runner).
+# behind, and the kernel log stays clean (checked by the runner). Where the two differ on
+# purpose the expected messages are given as "linear's|rlinear's": dm-linear's sscanf wraps
+# an offset that overflows 64 bits and dm core then finds the device too small, while
+# rlinear refuses the number itself.
 t_bad_tables() {
 	local cases=(
 		"0 100 %s"                                  "Invalid argument count"
@@ -66,15 +69,16 @@ t_bad_tables() {
 		"0 100 %s $DATA_DEV 0 extra"                "Invalid argument count"
 		"0 100 %s $DATA_DEV abc"                    "Invalid device sector"
 		"0 100 %s $DATA_DEV 12x"                    "Invalid device sector"
-		"0 100 %s $DATA_DEV 99999999999999999999"   "Invalid device sector"
+		"0 100 %s $DATA_DEV 99999999999999999999"   "too small for target|Invalid device sector"
 		"0 100 %s /dev/rthin-no-such-device 0"      "Device lookup failed"
 		"0 100 %s 250:250 0"                        "Device lookup failed"
 		"0 100 %s $DATA_DEV $(( $(sectors "$DATA_DEV") - 50 ))"  "too small for target"
 	)
 	local i msg t tgt log
 	for ((i = 0; i < ${#cases[@]}; i += 2)); do
-		msg=${cases[i+1]}
 		for tgt in linear rlinear; do
+			msg=${cases[i+1]}
+			case "$msg" in *"|"*) [ $tgt = linear ] && msg=${msg%|*} || msg=${msg#*|} ;; esac
 			t=${cases[i]//%s/$tgt}
 			kmsg_mark
 			if dmsetup create rt_bad --table "$t" 2>"$TMP/err"; then
@@ -123,8 +127,9 @@ t_remove_under_io() {
 	local r1=$!
 	timeout 60 dmsetup remove rt_rm >"$TMP/rm2" 2>&1 &
 	local r2=$!
-	wait $r1; local rc1=$?
-	wait $r2; local rc2=$?
+	local rc1=0 rc2=0
+	wait $r1 || rc1=$?
+	wait $r2 || rc2=$?
 	echo "concurrent removes while open: rc=$rc1 rc=$rc2"
 	[ $rc1 != 124 ] && [ $rc2 != 124 ] || fail "a remove hung"
 	[ $rc1 != 0 ] && [ $rc2 != 0 ] || fail "an open device was removed without --force"
@@ -136,8 +141,9 @@ t_remove_under_io() {
 	timeout 60 dmsetup remove --force rt_rm >"$TMP/rm4" 2>&1 &
 	r2=$!
 	wait $fio || true
-	wait $r1; rc1=$?
-	wait $r2; rc2=$?
+	rc1=0 rc2=0
+	wait $r1 || rc1=$?
+	wait $r2 || rc2=$?
 	echo "forced removes: rc=$rc1 rc=$rc2"
 	[ $rc1 != 124 ] && [ $rc2 != 124 ] || fail "a forced remove hung"
 	sleep 1
@@ -157,7 +163,7 @@ t_module_cycles() {
 	for i in $(seq 20); do
 		rmmod rthin || fail "rmmod failed at cycle $i"
 		! dmsetup targets | grep -q rlinear || fail "rlinear still registered after unload $i"
-		insmod "$RTHIN_TOP/rthin.ko" || fail "insmod failed at cycle $i"
+		insmod "$RTHIN_MODULE" || fail "insmod failed at cycle $i"
 		dmsetup targets | grep -q rlinear || fail "rlinear not registered after load $i"
 	done
 	dmsetup create rt_after --table "0 8 rlinear $DATA_DEV 0"
