@@ -52,6 +52,7 @@ rc=$?
 [ $rc = 0 ] || problems+=("guest exited $rc")
 ktap=$RTHIN_RESULTS/ktap.txt
 if [ -f "$ktap" ]; then
+	cat "$ktap"
 	count_ktap "$ktap" "guest selftests"
 	grep -q '^# guest done' "$ktap" || { failed=$((failed + 1)); problems+=("guest did not finish its tests"); }
 	plans=$(sed -nE 's/^1\.\.([0-9]+)$/\1/p' "$ktap" | paste -sd+ | bc)

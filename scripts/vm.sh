@@ -40,18 +40,23 @@ done
 accel=(--disable-kvm)
 [ "${RTHIN_KVM:-0}" = 1 ] && accel=()
 module=${RTHIN_MODULE:-$RTHIN_TOP/rthin.ko}
-cmd="export RTHIN_TOP='$RTHIN_TOP' RTHIN_KDIR='$kdir' RTHIN_RESULTS='$RTHIN_RESULTS' RTHIN_MODULE='$module'; cd '$RTHIN_TOP' && $*"
+# virtme-ng cannot always pass the command's exit status back (without its virtio-serial
+# script ports it falls back to the console), so the guest writes it to the results folder.
+rcfile=$RTHIN_RESULTS/.guest-rc
+rm -f "$rcfile"
+cmd="export RTHIN_TOP='$RTHIN_TOP' RTHIN_KDIR='$kdir' RTHIN_RESULTS='$RTHIN_RESULTS' RTHIN_MODULE='$module'; cd '$RTHIN_TOP' && { $*; }; echo \$? >'$rcfile'"
 
 set +e
 timeout --kill-after=20 "$timeout" "$RTHIN_CACHE/venv/bin/vng" \
 	--run "$kdir/arch/x86/boot/bzImage" "${accel[@]}" --force-9p \
 	--cpus 2 --memory 2G --rwdir "$RTHIN_RESULTS" "${disks[@]}" \
 	--append "hung_task_timeout_secs=30 softlockup_panic=0" \
-	--verbose --exec "$cmd" </dev/null 2>"$console"
+	--verbose --exec "$cmd" </dev/null >"$console.stdout" 2>"$console"
 rc=$?
 set -e
 if [ $rc = 124 ] || [ $rc = 137 ]; then
 	log "guest did not finish within ${timeout}s: killed (console: $console)"
 	exit 124
 fi
-exit $rc
+[ -f "$rcfile" ] || die "guest ended without finishing its command (console: $console)"
+exit "$(cat "$rcfile")"

@@ -8,9 +8,12 @@ suites=("$@")
 out=$RTHIN_RESULTS/ktap.txt
 : >"$out"
 echo "rthin guest: kernel $(uname -r), $(nproc) cpus" >&2
+rc=0
 for s in "${suites[@]}"; do
 	echo "# suite: $s" | tee -a "$out"
 	bash "./$s.sh" 2>&1 | tee -a "$out"
+	[ "${PIPESTATUS[0]}" = 0 ] || rc=1
 done
 dmesg >"$RTHIN_RESULTS/dmesg.log"
 echo "# guest done" | tee -a "$out"
+exit $rc
