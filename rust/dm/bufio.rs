@@ -47,6 +47,11 @@ fn from_err_ptr<T>(p: *mut T) -> Result<NonNull<T>> {
     NonNull::new(p).ok_or(ENOMEM)
 }
 
+/// Initialises the lock word of each new buffer.
+///
+/// # Safety
+///
+/// Only dm-bufio calls it, for a new buffer of a client created by [`Client::new`].
 unsafe extern "C" fn alloc_callback(b: *mut bindings::dm_buffer) {
     // SAFETY: dm-bufio calls this for every new buffer of a client created with `aux_size`
     // room for the lock word; the aux area is ours to initialise.

@@ -456,6 +456,12 @@ impl<T: Target> Callbacks<T> {
         unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow((*ti).private) }
     }
 
+    /// dm's `ctr` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `ctr` contract gives.
     unsafe extern "C" fn ctr_callback(
         ti: *mut bindings::dm_target,
         argc: c_uint,
@@ -492,12 +498,24 @@ impl<T: Target> Callbacks<T> {
         }
     }
 
+    /// dm's `dtr` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `dtr` contract gives.
     unsafe extern "C" fn dtr_callback(ti: *mut bindings::dm_target) {
         // SAFETY: dm calls the destructor once, after a successful constructor, when no other
         // callback runs and no bio of the target is in flight.
         drop(unsafe { <Pin<KBox<T>> as ForeignOwnable>::from_foreign((*ti).private) });
     }
 
+    /// dm's `map` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `map` contract gives.
     unsafe extern "C" fn map_callback(
         ti: *mut bindings::dm_target,
         bio: *mut bindings::bio,
@@ -526,6 +544,12 @@ impl<T: Target> Callbacks<T> {
         r as c_int
     }
 
+    /// dm's `end_io` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `end_io` contract gives.
     unsafe extern "C" fn end_io_callback(
         ti: *mut bindings::dm_target,
         bio: *mut bindings::bio,
@@ -555,16 +579,34 @@ impl<T: Target> Callbacks<T> {
         }
     }
 
+    /// dm's `presuspend` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `presuspend` contract gives.
     unsafe extern "C" fn presuspend_callback(ti: *mut bindings::dm_target) {
         // SAFETY: dm calls suspend hooks on a constructed target.
         T::presuspend(unsafe { Self::this(ti) })
     }
 
+    /// dm's `postsuspend` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `postsuspend` contract gives.
     unsafe extern "C" fn postsuspend_callback(ti: *mut bindings::dm_target) {
         // SAFETY: dm calls suspend hooks on a constructed target.
         T::postsuspend(unsafe { Self::this(ti) })
     }
 
+    /// dm's `preresume` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `preresume` contract gives.
     unsafe extern "C" fn preresume_callback(ti: *mut bindings::dm_target) -> c_int {
         // SAFETY: dm calls resume hooks on a constructed target.
         match T::preresume(unsafe { Self::this(ti) }) {
@@ -573,11 +615,23 @@ impl<T: Target> Callbacks<T> {
         }
     }
 
+    /// dm's `resume` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `resume` contract gives.
     unsafe extern "C" fn resume_callback(ti: *mut bindings::dm_target) {
         // SAFETY: dm calls resume hooks on a constructed target.
         T::resume(unsafe { Self::this(ti) })
     }
 
+    /// dm's `status` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `status` contract gives.
     unsafe extern "C" fn status_callback(
         ti: *mut bindings::dm_target,
         kind: bindings::status_type_t,
@@ -604,6 +658,12 @@ impl<T: Target> Callbacks<T> {
         T::status(this, info, kind, flags, &mut out);
     }
 
+    /// dm's `message` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `message` contract gives.
     unsafe extern "C" fn message_callback(
         ti: *mut bindings::dm_target,
         argc: c_uint,
@@ -633,6 +693,12 @@ impl<T: Target> Callbacks<T> {
         }
     }
 
+    /// dm's `iterate_devices` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `iterate_devices` contract gives.
     unsafe extern "C" fn iterate_devices_callback(
         ti: *mut bindings::dm_target,
         f: bindings::iterate_devices_callout_fn,
@@ -649,14 +715,19 @@ impl<T: Target> Callbacks<T> {
         T::iterate_devices(this, info, &mut callout)
     }
 
+    /// dm's `io_hints` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `io_hints` contract gives.
     unsafe extern "C" fn io_hints_callback(
         ti: *mut bindings::dm_target,
         limits: *mut bindings::queue_limits,
     ) {
         // SAFETY: dm passes limits that are ours to change during the callback.
-        let mut limits = QueueLimits {
-            limits: unsafe { &mut *limits },
-        };
+        let limits = unsafe { &mut *limits };
+        let mut limits = QueueLimits { limits };
         // SAFETY: dm asks a constructed target; `ti` is valid meanwhile.
         let (this, info) = unsafe { (Self::this(ti), TargetInfo::from_raw(ti)) };
         T::io_hints(this, info, &mut limits);

@@ -180,6 +180,11 @@ macro_rules! impl_delayed_work {
     };
 }
 
+/// Runs a delayed work item.
+///
+/// # Safety
+///
+/// Only the workqueue calls it, for a `DelayedWork<T>` queued by [`Workqueue::enqueue_delayed`].
 unsafe extern "C" fn run_callback<T: DelayedWorkItem>(work: *mut bindings::work_struct) {
     // SAFETY: `work` belongs to the `delayed_work` at `T::OFFSET` in a `T` (type invariant of
     // `DelayedWork`), queued by `enqueue_delayed`, which leaked one `Arc` reference for it.
