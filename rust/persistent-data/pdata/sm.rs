@@ -230,12 +230,14 @@ pub(crate) fn mutate<B: BlockManager>(
     )?;
     let bit32 = u32::try_from(bit).map_err(|_| Error::Corrupt)?;
     if old == 0 {
-        ie.nr_free = ie.nr_free.checked_sub(1).ok_or(Error::Corrupt)?;
+        // `nr_free` is only a search hint (tools and kernel disagree on
+        // partial bitmaps), so never fail on it.
+        ie.nr_free = ie.nr_free.saturating_sub(1);
         if ie.none_free_before == bit32 {
             ie.none_free_before = bit32 + 1;
         }
     } else if new == 0 {
-        ie.nr_free = ie.nr_free.checked_add(1).ok_or(Error::Corrupt)?;
+        ie.nr_free = ie.nr_free.saturating_add(1).min(ENTRIES_PER_BITMAP as u32);
         ie.none_free_before = ie.none_free_before.min(bit32);
     }
     Ok((old, new))
