@@ -6,6 +6,7 @@
 //! tests simulate a crash.
 
 pub mod check;
+pub mod fuzz;
 
 use crate::pdata::block::{Block, BlockManager, Validator, BLOCK_SIZE};
 use crate::pdata::error::{Error, Result};

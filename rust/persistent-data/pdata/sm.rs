@@ -302,7 +302,8 @@ impl DiskSm {
     /// Opens a space map from its superblock root.
     pub fn open(root: &[u8]) -> Result<Self> {
         let root = SmRoot::decode(root)?;
-        if root.nr_allocated > root.nr_blocks {
+        // Data block numbers are 40 bits in mapping values.
+        if root.nr_allocated > root.nr_blocks || root.nr_blocks > (1 << 40) {
             return Err(Error::Corrupt);
         }
         Ok(DiskSm {

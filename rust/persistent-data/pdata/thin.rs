@@ -618,7 +618,7 @@ impl<B: BlockManager> PoolMetadata<B> {
                 .0;
             }
             if inserted {
-                d.mapped_blocks += 1;
+                d.mapped_blocks = d.mapped_blocks.checked_add(1).ok_or(Error::Corrupt)?;
                 p.put_details(dev, &d)?;
             }
             Ok(())
@@ -629,7 +629,8 @@ impl<B: BlockManager> PoolMetadata<B> {
     pub fn remove_block(&mut self, dev: u64, block: u64) -> Result<()> {
         self.writable()?;
         self.find_block(dev, block, true)?;
-        self.remove_range(dev, block, block + 1).map(|_| ())
+        let end = block.checked_add(1).ok_or(Error::Inval)?;
+        self.remove_range(dev, block, end).map(|_| ())
     }
 
     /// Removes all mappings of `dev` in `[begin, end)`; returns how many
