@@ -15,7 +15,7 @@
 //! buffer and applied afterwards; the queue is taken into account by
 //! counts and allocation so queued blocks are never handed out twice.
 
-use super::block::{Block, BlockManager, Validator, BLOCK_SIZE};
+use super::block::{get_u64, put_u64, Block, BlockManager, Validator, BLOCK_SIZE};
 use super::btree;
 use super::error::{Error, Result};
 use super::sm::{self, IndexEntry, SmRoot, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE};
@@ -24,8 +24,9 @@ use super::sm::{self, IndexEntry, SmRoot, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE};
 pub const MAX_METADATA_BITMAPS: u64 = 255;
 /// Largest metadata device, in blocks, the metadata space map can track.
 pub const MAX_METADATA_BLOCKS: u64 = MAX_METADATA_BITMAPS * ENTRIES_PER_BITMAP;
-/// Capacity of the queue of deferred count changes.
-pub const MAX_QUEUED: usize = 1024;
+/// Capacity of the queue of deferred count changes (one 4 KiB buffer of
+/// u64 entries).
+pub const MAX_QUEUED: usize = BLOCK_SIZE / 8;
 
 const INDEX_HEADER_SIZE: usize = 16;
 const INC_FLAG: u64 = 1 << 63;
@@ -60,7 +61,8 @@ pub struct Tm<B: BlockManager> {
     /// Committed index block image.
     old_mi: B::Buf,
     begin: u64,
-    queue: [u64; MAX_QUEUED],
+    /// Deferred count changes: block numbers, top bit set for increments.
+    queue: B::Buf,
     qlen: usize,
     recursing: bool,
     bootstrap: bool,
@@ -71,6 +73,7 @@ impl<B: BlockManager> Tm<B> {
     fn blank(bm: B) -> Result<Self> {
         let mi = bm.alloc_buf()?;
         let old_mi = bm.alloc_buf()?;
+        let queue = bm.alloc_buf()?;
         Ok(Tm {
             bm,
             root: SmRoot::default(),
@@ -78,7 +81,7 @@ impl<B: BlockManager> Tm<B> {
             mi,
             old_mi,
             begin: 0,
-            queue: [0; MAX_QUEUED],
+            queue,
             qlen: 0,
             recursing: false,
             bootstrap: false,
@@ -161,12 +164,18 @@ impl<B: BlockManager> Tm<B> {
         self.root.nr_blocks.saturating_sub(self.root.nr_allocated)
     }
 
+    fn queued(&self) -> impl Iterator<Item = u64> + '_ {
+        self.queue.chunks_exact(8).take(self.qlen).map(|c| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            u64::from_le_bytes(a)
+        })
+    }
+
     fn queued_delta(&self, b: u64) -> i64 {
-        self.queue
-            .iter()
-            .take(self.qlen)
-            .filter(|&&q| q & !INC_FLAG == b)
-            .map(|&q| if q & INC_FLAG != 0 { 1 } else { -1 })
+        self.queued()
+            .filter(|&q| q & !INC_FLAG == b)
+            .map(|q| if q & INC_FLAG != 0 { 1 } else { -1 })
             .sum()
     }
 
@@ -201,19 +210,29 @@ impl<B: BlockManager> Tm<B> {
     }
 
     fn push(&mut self, b: u64, inc: bool) -> Result<()> {
-        let slot = self.queue.get_mut(self.qlen).ok_or(Error::NoMem)?;
-        *slot = if inc { b | INC_FLAG } else { b };
+        if self.qlen >= MAX_QUEUED {
+            return Err(Error::NoMem);
+        }
+        put_u64(
+            &mut self.queue[..],
+            self.qlen * 8,
+            if inc { b | INC_FLAG } else { b },
+        )?;
         self.qlen += 1;
         Ok(())
     }
 
+    fn pop(&mut self) -> Result<Option<(u64, bool)>> {
+        if self.qlen == 0 {
+            return Ok(None);
+        }
+        self.qlen -= 1;
+        let q = get_u64(&self.queue[..], self.qlen * 8)?;
+        Ok(Some((q & !INC_FLAG, q & INC_FLAG != 0)))
+    }
+
     fn pending(&self, b: u64) -> bool {
-        self.applying == Some(b)
-            || self
-                .queue
-                .iter()
-                .take(self.qlen)
-                .any(|&q| q == b | INC_FLAG)
+        self.applying == Some(b) || self.queued().any(|q| q == b | INC_FLAG)
     }
 
     fn apply(&mut self, b: u64, inc: bool) -> Result<()> {
@@ -239,10 +258,12 @@ impl<B: BlockManager> Tm<B> {
         }
         self.recursing = true;
         let mut r = self.apply(b, inc);
-        while r.is_ok() && self.qlen > 0 {
-            self.qlen -= 1;
-            let q = self.queue.get(self.qlen).copied().unwrap_or(0);
-            r = self.apply(q & !INC_FLAG, q & INC_FLAG != 0);
+        while r.is_ok() {
+            match self.pop() {
+                Ok(Some((b, inc))) => r = self.apply(b, inc),
+                Ok(None) => break,
+                Err(e) => r = Err(e),
+            }
         }
         self.recursing = false;
         self.applying = None;
@@ -398,11 +419,9 @@ impl<B: BlockManager> Tm<B> {
             self.push(b, true)?;
         }
         self.recursing = false;
-        let b = self.queue.get(self.qlen - 1).copied().unwrap_or(0);
-        self.qlen -= 1;
-        self.op(b & !INC_FLAG, true)
+        match self.pop()? {
+            Some((b, inc)) => self.op(b, inc),
+            None => Ok(()),
+        }
     }
 }
-
-/// Size of a block, re-exported for convenience.
-pub const TM_BLOCK_SIZE: usize = BLOCK_SIZE;
