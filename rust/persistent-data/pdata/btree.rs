@@ -248,6 +248,28 @@ pub fn lookup<B: BlockManager>(
     Err(Error::Corrupt)
 }
 
+/// Finds the largest key in the tree (with its value), `None` if empty.
+pub fn lookup_max<B: BlockManager>(bm: &B, root: u64, out: &mut [u8]) -> Result<Option<u64>> {
+    let mut b = root;
+    for _ in 0..MAX_DEPTH {
+        let g = bm.read_lock(b, Validator::BtreeNode)?;
+        let h = hdr(&g)?;
+        let Some(last) = h.nr.checked_sub(1) else {
+            return Ok(None);
+        };
+        if h.internal {
+            b = child_at(&g, &h, last)?;
+            continue;
+        }
+        if h.vs != out.len() {
+            return Err(Error::Corrupt);
+        }
+        out.copy_from_slice(value_at(&g, &h, last)?);
+        return Ok(Some(key_at(&g, last)?));
+    }
+    Err(Error::Corrupt)
+}
+
 /// Finds the smallest key `>= key`, returning it and its value.
 pub fn lookup_ge<B: BlockManager>(
     bm: &B,

@@ -34,4 +34,4 @@ pub mod tm;
 
 pub use block::{Block, BlockManager, Validator, BLOCK_SIZE};
 pub use error::{Error, Result};
-pub use thin::{DeviceDetails, LookupResult, PoolMetadata};
+pub use thin::{DeviceDetails, LookupResult, MappedRange, PoolMetadata};

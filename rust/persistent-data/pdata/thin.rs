@@ -106,6 +106,19 @@ pub struct LookupResult {
     pub shared: bool,
 }
 
+/// A run of consecutive mappings found by [`PoolMetadata::find_mapped_range`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappedRange {
+    /// First virtual block of the run.
+    pub thin_begin: u64,
+    /// One past the last virtual block of the run.
+    pub thin_end: u64,
+    /// Data block of `thin_begin`; the run maps to consecutive data blocks.
+    pub pool_begin: u64,
+    /// Whether the run may be shared with a snapshot.
+    pub maybe_shared: bool,
+}
+
 /// Leaf values of the bottom-level mapping trees: references to data blocks.
 struct DataRefs<'a> {
     sm: &'a mut DiskSm,
@@ -233,6 +246,7 @@ pub struct PoolMetadata<B: BlockManager> {
     sb: Super,
     read_only: bool,
     failed: bool,
+    changed: bool,
 }
 
 impl<B: BlockManager> PoolMetadata<B> {
@@ -275,6 +289,7 @@ impl<B: BlockManager> PoolMetadata<B> {
             sb,
             read_only: false,
             failed: false,
+            changed: true,
         };
         p.commit()?;
         Ok(p)
@@ -301,6 +316,7 @@ impl<B: BlockManager> PoolMetadata<B> {
             sb,
             read_only,
             failed: false,
+            changed: false,
         })
     }
 
@@ -336,6 +352,7 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// mode until [`PoolMetadata::abort`].
     fn modify<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.writable()?;
+        self.changed = true;
         let r = f(self);
         if r.is_err() {
             self.failed = true;
@@ -365,8 +382,20 @@ impl<B: BlockManager> PoolMetadata<B> {
             p.tm.bm().flush()?;
             p.tm.committed();
             p.data_sm.committed();
+            p.changed = false;
             Ok(())
         })
+    }
+
+    /// Whether anything changed since the last commit or abort.
+    pub fn changed_this_transaction(&self) -> bool {
+        self.changed
+    }
+
+    /// Switches between read-only and read-write operation (a failed pool
+    /// stays failed until [`PoolMetadata::abort`]).
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     /// Throws away the current transaction and reloads the last committed
@@ -377,6 +406,7 @@ impl<B: BlockManager> PoolMetadata<B> {
         self.data_sm = DiskSm::open(&sb.data_sm)?;
         self.sb = sb;
         self.failed = false;
+        self.changed = false;
         Ok(())
     }
 
@@ -392,6 +422,7 @@ impl<B: BlockManager> PoolMetadata<B> {
             return Err(Error::Inval);
         }
         self.sb.trans_id = new;
+        self.changed = true;
         Ok(())
     }
 
@@ -584,6 +615,83 @@ impl<B: BlockManager> PoolMetadata<B> {
             block: b,
             shared: details.snapshotted_time > t,
         })
+    }
+
+    /// Number of mapped blocks of `dev`.
+    pub fn mapped_count(&self, dev: u64) -> Result<u64> {
+        Ok(self.device_details(dev)?.mapped_blocks)
+    }
+
+    /// Highest mapped virtual block of `dev`, `None` if nothing is mapped.
+    pub fn highest_mapped(&self, dev: u64) -> Result<Option<u64>> {
+        let root = self.subtree_root(dev, true)?;
+        let mut v = [0u8; 8];
+        btree::lookup_max(self.tm.bm(), root, &mut v)
+    }
+
+    /// Finds the first run of mappings of `dev` inside `[begin, end)` whose
+    /// virtual and data blocks are both consecutive and that agree on
+    /// sharing. [`Error::NoData`] if nothing in the range is mapped.
+    pub fn find_mapped_range(&self, dev: u64, begin: u64, end: u64) -> Result<MappedRange> {
+        let root = self.subtree_root(dev, true)?;
+        let snap_time = self.device_details(dev)?.snapshotted_time;
+        let bm = self.tm.bm();
+        let mut v = [0u8; 8];
+        let first = match btree::lookup_ge(bm, root, begin, &mut v)? {
+            Some(k) if k < end => k,
+            _ => return Err(Error::NoData),
+        };
+        let (pool_begin, t) = unpack_block_time(u64::from_le_bytes(v));
+        let maybe_shared = snap_time > t;
+        let mut r = MappedRange {
+            thin_begin: first,
+            thin_end: first + 1,
+            pool_begin,
+            maybe_shared,
+        };
+        while r.thin_end < end {
+            match btree::lookup_ge(bm, root, r.thin_end, &mut v)? {
+                Some(k) if k == r.thin_end => {
+                    let (b, t) = unpack_block_time(u64::from_le_bytes(v));
+                    if pool_begin.checked_add(k - first) != Some(b)
+                        || (snap_time > t) != maybe_shared
+                    {
+                        break;
+                    }
+                    r.thin_end += 1;
+                }
+                _ => break,
+            }
+        }
+        Ok(r)
+    }
+
+    /// Whether data block `b` is referenced more than once.
+    pub fn block_is_shared(&self, b: u64) -> Result<bool> {
+        Ok(self.data_sm.count(&self.tm, b)? > 1)
+    }
+
+    /// Takes an extra reference on each data block in `[begin, end)`.
+    pub fn inc_data_range(&mut self, begin: u64, end: u64) -> Result<()> {
+        self.writable()?;
+        if end > self.data_sm.nr_blocks() || begin > end {
+            return Err(Error::Inval);
+        }
+        self.modify(|p| (begin..end).try_for_each(|b| p.data_sm.inc(&mut p.tm, b)))
+    }
+
+    /// Drops a reference on each data block in `[begin, end)`.
+    pub fn dec_data_range(&mut self, begin: u64, end: u64) -> Result<()> {
+        self.writable()?;
+        if end > self.data_sm.nr_blocks() || begin > end {
+            return Err(Error::Inval);
+        }
+        for b in begin..end {
+            if self.data_sm.count(&self.tm, b)? == 0 {
+                return Err(Error::Inval);
+            }
+        }
+        self.modify(|p| (begin..end).try_for_each(|b| p.data_sm.dec(&mut p.tm, b)))
     }
 
     /// Maps virtual block `block` of `dev` to `data_block` (which must

@@ -236,3 +236,60 @@ fn file_backed_device() {
         assert_eq!(d[&3].1.len(), 2000);
     }
 }
+
+#[test]
+fn range_queries_and_flags() {
+    let (bm, _) = mem_bm(1024);
+    let mut p = PoolMetadata::format(bm, 128, 10_000).unwrap();
+    assert!(!p.changed_this_transaction(), "format commits");
+    p.create_thin(1).unwrap();
+    assert!(p.changed_this_transaction());
+    assert_eq!(p.highest_mapped(1), Ok(None));
+    assert_eq!(p.find_mapped_range(1, 0, 100), Err(Error::NoData));
+    // Virtual 10..20 -> data 100..110, virtual 20..25 -> data 200..205.
+    for v in 10..20u64 {
+        p.inc_data_range(v + 90, v + 91).unwrap();
+        p.insert_block(1, v, v + 90).unwrap();
+    }
+    p.inc_data_range(200, 205).unwrap();
+    for v in 20..25u64 {
+        p.insert_block(1, v, v + 180).unwrap();
+    }
+    assert_eq!(p.mapped_count(1), Ok(15));
+    assert_eq!(p.highest_mapped(1), Ok(Some(24)));
+    let r = p.find_mapped_range(1, 0, 100).unwrap();
+    assert_eq!(
+        (r.thin_begin, r.thin_end, r.pool_begin, r.maybe_shared),
+        (10, 20, 100, false)
+    );
+    let r = p.find_mapped_range(1, 15, 22).unwrap();
+    assert_eq!((r.thin_begin, r.thin_end, r.pool_begin), (15, 20, 105));
+    let r = p.find_mapped_range(1, 20, 100).unwrap();
+    assert_eq!((r.thin_begin, r.thin_end, r.pool_begin), (20, 25, 200));
+    assert_eq!(p.find_mapped_range(1, 25, 1000), Err(Error::NoData));
+    assert!(!p.block_is_shared(100).unwrap());
+    p.inc_data_range(100, 102).unwrap();
+    assert!(p.block_is_shared(100).unwrap());
+    p.dec_data_range(100, 102).unwrap();
+    assert!(!p.block_is_shared(100).unwrap());
+    assert_eq!(p.dec_data_range(300, 301), Err(Error::Inval));
+    p.create_snap(2, 1).unwrap();
+    assert!(p.find_mapped_range(1, 0, 100).unwrap().maybe_shared);
+    p.commit().unwrap();
+    check(p.bm()).unwrap();
+    p.set_read_only(true);
+    assert_eq!(p.create_thin(3), Err(Error::ReadOnly));
+    p.set_read_only(false);
+    p.create_thin(3).unwrap();
+    p.abort().unwrap();
+    assert!(!p.changed_this_transaction());
+    assert_eq!(p.device_details(3), Err(Error::NoData));
+}
+
+#[test]
+fn pool_struct_is_small() {
+    // The module boxes it, but it is also moved around on creation.
+    let sz = std::mem::size_of::<PoolMetadata<rthin_pdata::host::MemBm>>();
+    eprintln!("size_of PoolMetadata<MemBm> = {sz}");
+    assert!(sz < 1024 + std::mem::size_of::<rthin_pdata::host::MemBm>(), "{sz}");
+}
