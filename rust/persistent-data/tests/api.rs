@@ -291,5 +291,45 @@ fn pool_struct_is_small() {
     // The module boxes it, but it is also moved around on creation.
     let sz = std::mem::size_of::<PoolMetadata<rthin_pdata::host::MemBm>>();
     eprintln!("size_of PoolMetadata<MemBm> = {sz}");
-    assert!(sz < 1024 + std::mem::size_of::<rthin_pdata::host::MemBm>(), "{sz}");
+    assert!(
+        sz < 1024 + std::mem::size_of::<rthin_pdata::host::MemBm>(),
+        "{sz}"
+    );
+}
+
+#[test]
+fn metadata_exhaustion_fails_cleanly_and_aborts() {
+    let nr = 48;
+    let (bm, disk) = mem_bm(nr);
+    let mut p = PoolMetadata::format(bm, 128, 100_000).unwrap();
+    p.create_thin(1).unwrap();
+    p.commit().unwrap();
+    let mut committed = 0u64;
+    let err = loop {
+        let b = match p.alloc_data_block() {
+            Ok(b) => b,
+            Err(e) => break e,
+        };
+        if let Err(e) = p.insert_block(1, b * 2, b) {
+            break e;
+        }
+        if b % 500 == 499 {
+            match p.commit() {
+                Ok(()) => committed = b + 1,
+                Err(e) => break e,
+            }
+        }
+    };
+    assert_eq!(err, Error::NoSpace);
+    assert!(p.failed());
+    assert_eq!(p.create_thin(2), Err(Error::ReadOnly));
+    p.abort().unwrap();
+    assert!(!p.failed());
+    assert_eq!(p.mapped_count(1).unwrap(), committed);
+    check(p.bm()).unwrap();
+    drop(p);
+    let bm = HostBm::new(disk, nr, nr);
+    let p = PoolMetadata::open(bm, true).unwrap();
+    assert_eq!(p.mapped_count(1).unwrap(), committed);
+    assert!(committed > 0);
 }
