@@ -295,3 +295,26 @@ pub fn exercise(disk: &MemDisk, seed: u64) -> Outcome {
     }
     o
 }
+
+/// Applies fuzzer-chosen patches to `disk`. The input is a sequence of
+/// records `[block: u16][offset: u16][flags: u8][len: u8][bytes; len]`:
+/// `len` bytes are written at `offset` of block `block % NR_META`; if bit 0
+/// of `flags` is set the block's checksum is recomputed afterwards (with
+/// whichever validator accepted it before), so structural damage gets past
+/// the checksum.
+pub fn apply_patches(disk: &MemDisk, mut data: &[u8]) {
+    while data.len() >= 6 {
+        let b = u64::from(u16::from_le_bytes([data[0], data[1]])) % NR_META;
+        let off = usize::from(u16::from_le_bytes([data[2], data[3]])) % 4096;
+        let flags = data[4];
+        let len = usize::from(data[5]).min(data.len() - 6).min(4096 - off);
+        let mut blk = disk.get(b);
+        let v = validator_of(&blk, b);
+        blk[off..off + len].copy_from_slice(&data[6..6 + len]);
+        if flags & 1 != 0 && v != Validator::None {
+            v.prepare_for_write(&mut blk, b);
+        }
+        disk.set(b, &blk);
+        data = &data[6 + len..];
+    }
+}
