@@ -7,7 +7,8 @@
 //! 1. [`dm`]: the safe abstraction layer over the kernel's C interfaces (target registration,
 //!    bios, devices, locks, workqueues, object lifetimes). It is the only place where `unsafe`
 //!    code and raw bindings appear.
-//! 2. `persistent-data`: dm-thin's on-disk metadata structures, safe code over `core` only.
+//! 2. [`pdata`] (`rust/persistent-data/`): dm-thin's on-disk metadata structures, safe code over
+//!    `core` only, also built as a host crate.
 //! 3. [`targets`]: the targets themselves, safe Rust over the two layers below.
 //!
 //! The lock hierarchy of the whole module is written down once, in [`locking`].
@@ -16,6 +17,9 @@ use kernel::prelude::*;
 
 pub mod dm;
 pub mod locking;
+#[forbid(unsafe_code)]
+#[path = "persistent-data/pdata/mod.rs"]
+pub mod pdata;
 #[forbid(unsafe_code)]
 pub mod targets;
 

@@ -4,7 +4,12 @@
 //!
 //! dm-bufio hands the same memory to everyone who holds a block. To keep Rust's aliasing rules,
 //! each buffer carries a lock word in its aux data: any number of [`ReadBuf`]s, or one
-//! [`WriteBuf`], may hold a block at a time. A conflicting request fails with `EBUSY` instead
+//! [`WriteBuf`], may hold a block at a time. The aux data also has a tag word that the user
+//! of the client may set freely (the metadata layer records there which validator checked
+//! the block, so each block is checked once after it is read).
+//!
+//! A [`WriteBuf`] marks its buffer dirty when it is released, so a change is written even
+//! if dm-bufio wrote the buffer back while it was still being changed. A conflicting request fails with `EBUSY` instead
 //! of waiting: the metadata layer above serialises writers with its own lock, so a conflict
 //! is a bug to report, not a wait.
 //!
@@ -17,27 +22,35 @@ use super::{bindings, device::DmDev};
 use core::{
     marker::PhantomData,
     ptr::NonNull,
-    sync::atomic::{AtomicI32, Ordering},
+    sync::atomic::{AtomicI32, AtomicU32, Ordering},
 };
 use kernel::{error::Error, prelude::*, sync::Arc};
 
-/// A dm-bufio client over a device opened by a target.
+/// The aux data of every buffer.
+#[repr(C)]
+struct Aux {
+    /// Number of read holders, or -1 for the one write holder.
+    lock: AtomicI32,
+    /// Free for the client's user.
+    tag: AtomicU32,
+}
+
+/// A dm-bufio client over a device opened by a target, with blocks of `BS` bytes.
 ///
 /// # Invariants
 ///
-/// `c` is a live client from `dm_bufio_client_create` with `aux_size` room for an `AtomicI32`
-/// lock word in every buffer, initialised by `alloc_callback`; `dev` keeps its block device
-/// open for the client's lifetime.
-pub struct Client {
+/// `c` is a live client from `dm_bufio_client_create` with blocks of `BS` bytes and `aux_size`
+/// room for an [`Aux`] in every buffer, initialised by `alloc_callback`; `dev` keeps its block
+/// device open for the client's lifetime.
+pub struct Client<const BS: usize> {
     c: NonNull<bindings::dm_bufio_client>,
-    block_size: usize,
     _dev: Arc<DmDev>,
 }
 
 // SAFETY: dm-bufio clients are used from any thread; dm-bufio locks internally.
-unsafe impl Send for Client {}
+unsafe impl<const BS: usize> Send for Client<BS> {}
 // SAFETY: as above; buffer contents are protected by the per-buffer lock words.
-unsafe impl Sync for Client {}
+unsafe impl<const BS: usize> Sync for Client<BS> {}
 
 fn from_err_ptr<T>(p: *mut T) -> Result<NonNull<T>> {
     let v = p as isize;
@@ -54,41 +67,41 @@ fn from_err_ptr<T>(p: *mut T) -> Result<NonNull<T>> {
 /// Only dm-bufio calls it, for a new buffer of a client created by [`Client::new`].
 unsafe extern "C" fn alloc_callback(b: *mut bindings::dm_buffer) {
     // SAFETY: dm-bufio calls this for every new buffer of a client created with `aux_size`
-    // room for the lock word; the aux area is ours to initialise.
+    // room for an `Aux`; the aux area is ours to initialise.
     unsafe {
-        bindings::dm_bufio_get_aux_data(b)
-            .cast::<AtomicI32>()
-            .write(AtomicI32::new(0));
+        bindings::dm_bufio_get_aux_data(b).cast::<Aux>().write(Aux {
+            lock: AtomicI32::new(0),
+            tag: AtomicU32::new(0),
+        });
     }
 }
 
-impl Client {
-    /// Creates a client over `dev` with blocks of `block_size` bytes (a power of two, at
-    /// least 512) and `reserved` buffers kept for progress under memory pressure.
-    pub fn new(dev: Arc<DmDev>, block_size: u32, reserved: u32) -> Result<Self> {
+impl<const BS: usize> Client<BS> {
+    const BLOCK_SIZE_OK: () = assert!(BS.is_power_of_two() && BS >= 512 && BS <= (1 << 30));
+
+    /// Creates a client over `dev`, with `reserved` buffers kept for progress under memory
+    /// pressure.
+    pub fn new(dev: Arc<DmDev>, reserved: u32) -> Result<Self> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::BLOCK_SIZE_OK;
         // SAFETY: `dev` holds the block device open, for as long as the client (kept in `_dev`).
         let c = unsafe {
             bindings::dm_bufio_client_create(
                 dev.bdev(),
-                block_size,
+                BS as u32,
                 reserved,
-                core::mem::size_of::<AtomicI32>() as u32,
+                core::mem::size_of::<Aux>() as u32,
                 Some(alloc_callback),
                 None,
                 0,
             )
         };
-        // INVARIANT: a live client with room for, and initialisation of, the lock word.
+        // INVARIANT: a live client with `BS`-byte blocks and room for, and initialisation
+        // of, the aux data.
         Ok(Self {
             c: from_err_ptr(c)?,
-            block_size: block_size as usize,
             _dev: dev,
         })
-    }
-
-    /// Block size in bytes.
-    pub fn block_size(&self) -> usize {
-        self.block_size
     }
 
     /// Number of whole blocks on the device.
@@ -97,9 +110,9 @@ impl Client {
         unsafe { bindings::dm_bufio_get_device_size(self.c.as_ptr()) }
     }
 
-    fn lock(&self, b: *mut bindings::dm_buffer, data: *mut u8, write: bool) -> Result<Held> {
-        // SAFETY: `b` is a buffer we hold; its aux data is the lock word (type invariant).
-        let word = unsafe { &*bindings::dm_bufio_get_aux_data(b).cast::<AtomicI32>() };
+    fn lock(&self, b: *mut bindings::dm_buffer, data: *mut u8, write: bool) -> Result<Held<BS>> {
+        // SAFETY: `b` is a buffer we hold; its aux data is an `Aux` (type invariant).
+        let word = unsafe { &(*bindings::dm_bufio_get_aux_data(b).cast::<Aux>()).lock };
         let r = if write {
             word.compare_exchange(0, -1, Ordering::Acquire, Ordering::Relaxed)
                 .map(|_| ())
@@ -114,11 +127,8 @@ impl Client {
             unsafe { bindings::dm_bufio_release(b) };
             return Err(EBUSY);
         }
-        Ok(Held {
-            b,
-            data,
-            len: self.block_size,
-        })
+        // INVARIANT: held, locked, and `data` has `BS` bytes (type invariant of `Client`).
+        Ok(Held { b, data })
     }
 
     fn get(
@@ -141,7 +151,7 @@ impl Client {
     }
 
     /// Reads `block` (doing IO if it is not cached) and read-locks it.
-    pub fn read(&self, block: u64) -> Result<ReadBuf<'_>> {
+    pub fn read(&self, block: u64) -> Result<ReadBuf<'_, BS>> {
         let (b, d) = self.get(block, bindings::dm_bufio_read)?.ok_or(EIO)?;
         Ok(ReadBuf {
             held: self.lock(b, d, false)?,
@@ -151,7 +161,7 @@ impl Client {
 
     /// Read-locks `block` only if it is cached: `Ok(None)` where reading it would need IO.
     /// For the IO-mapping path, which must not wait for metadata IO.
-    pub fn try_read(&self, block: u64) -> Result<Option<ReadBuf<'_>>> {
+    pub fn try_read(&self, block: u64) -> Result<Option<ReadBuf<'_, BS>>> {
         match self.get(block, bindings::dm_bufio_get)? {
             None => Ok(None),
             Some((b, d)) => Ok(Some(ReadBuf {
@@ -162,19 +172,21 @@ impl Client {
     }
 
     /// Reads `block` and write-locks it; it is written back when dirty buffers are written.
-    pub fn write(&self, block: u64) -> Result<WriteBuf<'_>> {
+    pub fn write(&self, block: u64) -> Result<WriteBuf<'_, BS>> {
         let (b, d) = self.get(block, bindings::dm_bufio_read)?.ok_or(EIO)?;
         Ok(WriteBuf {
             held: self.lock(b, d, true)?,
+            dirtied: false,
             _p: PhantomData,
         })
     }
 
     /// Write-locks `block` without reading it; its contents are zeroed.
-    pub fn new_block(&self, block: u64) -> Result<WriteBuf<'_>> {
+    pub fn new_block(&self, block: u64) -> Result<WriteBuf<'_, BS>> {
         let (b, d) = self.get(block, bindings::dm_bufio_new)?.ok_or(ENOMEM)?;
         let mut w = WriteBuf {
             held: self.lock(b, d, true)?,
+            dirtied: false,
             _p: PhantomData,
         };
         w.data_mut().fill(0);
@@ -187,7 +199,7 @@ impl Client {
         unsafe { bindings::dm_bufio_prefetch(self.c.as_ptr(), block, n) }
     }
 
-    /// Writes every dirty buffer and waits for the writes.
+    /// Writes every dirty buffer, waits for the writes, then flushes the device's write cache.
     pub fn write_dirty(&self) -> Result {
         // SAFETY: `c` is live.
         let r = unsafe { bindings::dm_bufio_write_dirty_buffers(self.c.as_ptr()) };
@@ -216,7 +228,7 @@ impl Client {
     }
 }
 
-impl Drop for Client {
+impl<const BS: usize> Drop for Client<BS> {
     fn drop(&mut self) {
         // SAFETY: `c` is live; no buffer borrows the client any more.
         unsafe { bindings::dm_bufio_client_destroy(self.c.as_ptr()) }
@@ -228,85 +240,99 @@ impl Drop for Client {
 /// # Invariants
 ///
 /// `b` is held (read or new, not yet released) and locked through its lock word; `data`
-/// points to its `len` bytes.
-struct Held {
+/// points to its `BS` bytes.
+struct Held<const BS: usize> {
     b: *mut bindings::dm_buffer,
     data: *mut u8,
-    len: usize,
 }
 
-impl Held {
+impl<const BS: usize> Held<BS> {
     fn block(&self) -> u64 {
         // SAFETY: `b` is held.
         unsafe { bindings::dm_bufio_get_block_number(self.b) }
     }
 
-    fn word(&self) -> &AtomicI32 {
-        // SAFETY: `b` is held and its aux data is the lock word.
-        unsafe { &*bindings::dm_bufio_get_aux_data(self.b).cast::<AtomicI32>() }
+    fn aux(&self) -> &Aux {
+        // SAFETY: `b` is held and its aux data is an `Aux`.
+        unsafe { &*bindings::dm_bufio_get_aux_data(self.b).cast::<Aux>() }
     }
 
-    fn data(&self) -> &[u8] {
-        // SAFETY: `data` has `len` bytes; a read or write lock is held, so no `&mut` aliases.
-        unsafe { core::slice::from_raw_parts(self.data, self.len) }
+    fn data(&self) -> &[u8; BS] {
+        // SAFETY: `data` has `BS` bytes; a read or write lock is held, so no `&mut` aliases.
+        unsafe { &*self.data.cast::<[u8; BS]>() }
     }
 }
 
 /// A read-locked block.
-pub struct ReadBuf<'a> {
-    held: Held,
-    _p: PhantomData<&'a Client>,
+pub struct ReadBuf<'a, const BS: usize> {
+    held: Held<BS>,
+    _p: PhantomData<&'a Client<BS>>,
 }
 
-impl ReadBuf<'_> {
+impl<const BS: usize> ReadBuf<'_, BS> {
     /// The block's number.
     pub fn block(&self) -> u64 {
         self.held.block()
     }
 
     /// The block's contents.
-    pub fn data(&self) -> &[u8] {
+    pub fn data(&self) -> &[u8; BS] {
         self.held.data()
+    }
+
+    /// The buffer's tag word, free for the client's user.
+    pub fn tag(&self) -> &AtomicU32 {
+        &self.held.aux().tag
     }
 }
 
-impl Drop for ReadBuf<'_> {
+impl<const BS: usize> Drop for ReadBuf<'_, BS> {
     fn drop(&mut self) {
-        self.held.word().fetch_sub(1, Ordering::Release);
+        self.held.aux().lock.fetch_sub(1, Ordering::Release);
         // SAFETY: the buffer is held by us and released once.
         unsafe { bindings::dm_bufio_release(self.held.b) }
     }
 }
 
-/// A write-locked block; changes are marked dirty and written with the client's dirty buffers.
-pub struct WriteBuf<'a> {
-    held: Held,
-    _p: PhantomData<&'a Client>,
+/// A write-locked block; once changed, it is marked dirty when released and written with the
+/// client's dirty buffers.
+pub struct WriteBuf<'a, const BS: usize> {
+    held: Held<BS>,
+    dirtied: bool,
+    _p: PhantomData<&'a Client<BS>>,
 }
 
-impl WriteBuf<'_> {
+impl<const BS: usize> WriteBuf<'_, BS> {
     /// The block's number.
     pub fn block(&self) -> u64 {
         self.held.block()
     }
 
     /// The block's contents.
-    pub fn data(&self) -> &[u8] {
+    pub fn data(&self) -> &[u8; BS] {
         self.held.data()
     }
 
-    /// The block's contents, to change; the buffer is marked dirty.
-    pub fn data_mut(&mut self) -> &mut [u8] {
-        // SAFETY: the buffer is held.
-        unsafe { bindings::dm_bufio_mark_buffer_dirty(self.held.b) };
+    /// The block's contents, to change.
+    pub fn data_mut(&mut self) -> &mut [u8; BS] {
+        self.dirtied = true;
         // SAFETY: we hold the write lock, so this is the only reference to the data.
-        unsafe { core::slice::from_raw_parts_mut(self.held.data, self.held.len) }
+        unsafe { &mut *self.held.data.cast::<[u8; BS]>() }
+    }
+
+    /// The buffer's tag word, free for the client's user.
+    pub fn tag(&self) -> &AtomicU32 {
+        &self.held.aux().tag
     }
 }
 
-impl Drop for WriteBuf<'_> {
+impl<const BS: usize> Drop for WriteBuf<'_, BS> {
     fn drop(&mut self) {
-        self.held.word().store(0, Ordering::Release);
+        if self.dirtied {
+            // SAFETY: the buffer is held.
+            unsafe { bindings::dm_bufio_mark_buffer_dirty(self.held.b) };
+        }
+        self.held.aux().lock.store(0, Ordering::Release);
         // SAFETY: the buffer is held by us and released once.
         unsafe { bindings::dm_bufio_release(self.held.b) }
     }

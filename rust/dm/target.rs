@@ -848,6 +848,8 @@ pub mod features {
     pub const PASSES_CRYPTO: u64 = bindings::DM_TARGET_PASSES_CRYPTO as u64;
     /// The target must be alone in its table (`DM_TARGET_SINGLETON`).
     pub const SINGLETON: u64 = bindings::DM_TARGET_SINGLETON as u64;
+    /// The target is writable even in a read-only table (`DM_TARGET_ALWAYS_WRITEABLE`).
+    pub const ALWAYS_WRITEABLE: u64 = bindings::DM_TARGET_ALWAYS_WRITEABLE as u64;
     /// The table may not be replaced by one of another type (`DM_TARGET_IMMUTABLE`).
     pub const IMMUTABLE: u64 = bindings::DM_TARGET_IMMUTABLE as u64;
 }

@@ -5,11 +5,14 @@
 use crate::dm::Registration;
 use kernel::prelude::*;
 
+pub mod metadata;
+pub mod pool;
 pub mod rlinear;
 
 /// Every target type the module registers; dropping it unregisters them.
 pub struct Registrations {
     _rlinear: Registration<rlinear::Linear>,
+    _pool: Registration<pool::Pool>,
 }
 
 impl Registrations {
@@ -17,6 +20,7 @@ impl Registrations {
     pub fn new(module: &'static ThisModule) -> Result<Self> {
         Ok(Self {
             _rlinear: Registration::new(module)?,
+            _pool: Registration::new(module)?,
         })
     }
 }

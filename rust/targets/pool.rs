@@ -1,0 +1,473 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `rthin-pool`: dm-thin's `thin-pool` table line, status line and messages, over rthin's
+//! persistent-data layer and dm-bufio.
+//!
+//! Table line: `<start> <length> rthin-pool <metadata dev> <data dev> <data block size>
+//! <low water mark> [<#feature args> [<arg>]*]`, features `skip_block_zeroing`,
+//! `ignore_discard`, `no_discard_passdown`, `read_only`, `error_if_no_space`.
+//!
+//! This is the pool's control plane: it formats or opens the metadata, keeps the data space
+//! map sized to the target, and serves dm-thin's pool messages (`create_thin`, `create_snap`,
+//! `delete`, `set_transaction_id`, `reserve_metadata_snap`, `release_metadata_snap`), each
+//! committed when it succeeds. Bios sent to the pool device itself go to the data device, as
+//! with dm-thin. Thin devices (the `rthin` target) are not there yet.
+//!
+//! Locking: the metadata mutex is the pool-wide lock of rank 2 in [`crate::locking`]. It is
+//! taken in process context only, and nothing else is locked while it is held. The dm-bufio
+//! client (which registers a shrinker) is created before it exists, never under it.
+
+use crate::dm::{
+    bufio::Client,
+    target::{features, parse_u64},
+    Args, Bio, Callout, Ctr, CtrError, DmDev, MapResult, StatusType, StatusWriter, Target,
+    TargetInfo,
+};
+use crate::pdata::{
+    thin::{DATA_BLOCK_SIZE_MAX, DATA_BLOCK_SIZE_MIN, MAX_DEV_ID},
+    PoolMetadata,
+};
+use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS};
+use crate::{dm_err, dm_warn};
+use core::{fmt::Write, pin::Pin};
+use kernel::{
+    alloc::flags::GFP_KERNEL,
+    c_str, new_mutex,
+    prelude::*,
+    str::CStr,
+    sync::{Arc, Mutex},
+};
+
+const PREFIX: &CStr = c_str!("rthin");
+
+/// Pool features from the table line.
+#[derive(Clone, Copy, Default)]
+struct Features {
+    skip_block_zeroing: bool,
+    ignore_discard: bool,
+    no_discard_passdown: bool,
+    read_only: bool,
+    error_if_no_space: bool,
+}
+
+impl Features {
+    fn parse(args: &[&CStr]) -> Result<Self, CtrError> {
+        const BAD_COUNT: CtrError =
+            CtrError::new(EINVAL, c_str!("Invalid number of pool feature arguments"));
+        let mut f = Features::default();
+        let Some((count, rest)) = args.split_first() else {
+            return Ok(f);
+        };
+        let count = parse_u64(count).ok_or(BAD_COUNT)?;
+        if count > 5 || count as usize > rest.len() {
+            return Err(BAD_COUNT);
+        }
+        for name in &rest[..count as usize] {
+            let name = name.as_bytes();
+            let flag = if name.eq_ignore_ascii_case(b"skip_block_zeroing") {
+                &mut f.skip_block_zeroing
+            } else if name.eq_ignore_ascii_case(b"ignore_discard") {
+                &mut f.ignore_discard
+            } else if name.eq_ignore_ascii_case(b"no_discard_passdown") {
+                &mut f.no_discard_passdown
+            } else if name.eq_ignore_ascii_case(b"read_only") {
+                &mut f.read_only
+            } else if name.eq_ignore_ascii_case(b"error_if_no_space") {
+                &mut f.error_if_no_space
+            } else {
+                return Err(CtrError::new(
+                    EINVAL,
+                    c_str!("Unrecognised pool feature requested"),
+                ));
+            };
+            *flag = true;
+        }
+        Ok(f)
+    }
+
+    /// The feature arguments as dm-thin prints them in the table line.
+    fn emit(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
+        let names = [
+            (self.skip_block_zeroing, "skip_block_zeroing "),
+            (self.ignore_discard, "ignore_discard "),
+            (self.no_discard_passdown, "no_discard_passdown "),
+            (self.read_only, "read_only "),
+            (self.error_if_no_space, "error_if_no_space "),
+        ];
+        let count = names.iter().filter(|(on, _)| *on).count();
+        write!(out, "{} ", count)?;
+        for (_, name) in names.iter().filter(|(on, _)| *on) {
+            out.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// An `rthin-pool` target.
+#[pin_data(PinnedDrop)]
+pub struct Pool {
+    metadata_dev: Arc<DmDev>,
+    data_dev: DmDev,
+    sectors_per_block: u32,
+    low_water_blocks: u64,
+    features: Features,
+    metadata_threshold: u64,
+    /// Data blocks the pool target's length gives: the size of the data space.
+    target_blocks: u64,
+    /// The pool-wide metadata lock (rank 2).
+    #[pin]
+    md: Mutex<PoolMetadata<BufioBm>>,
+}
+
+fn ctr_err(e: Error, msg: &'static CStr) -> CtrError {
+    CtrError::new(e, msg)
+}
+
+/// A decimal argument parsed as dm-thin's `kstrtoull` would, but without a sign or newline.
+fn number(arg: &CStr) -> Option<u64> {
+    parse_u64(arg)
+}
+
+#[vtable]
+impl Target for Pool {
+    const NAME: &'static CStr = c_str!("rthin-pool");
+    const VERSION: [u32; 3] = [1, 23, 0];
+    const FEATURES: u64 = features::SINGLETON
+        | features::ALWAYS_WRITEABLE
+        | features::IMMUTABLE
+        | features::PASSES_CRYPTO;
+
+    type PerBio = ();
+
+    fn ctr(ctr: &mut Ctr<'_>, args: Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
+        let mut argv: KVec<&CStr> = KVec::new();
+        for a in args {
+            argv.push(a, GFP_KERNEL)
+                .map_err(|_| ctr_err(ENOMEM, c_str!("Cannot allocate pool arguments")))?;
+        }
+        if argv.len() < 4 {
+            return Err(ctr_err(EINVAL, c_str!("Invalid argument count")));
+        }
+        let features = Features::parse(&argv[4..])?;
+        let metadata_dev = ctr
+            .get_device(argv[0])
+            .map_err(|e| ctr_err(e, c_str!("Error opening metadata block device")))?;
+        let data_dev = ctr
+            .get_device(argv[1])
+            .map_err(|e| ctr_err(e, c_str!("Error getting data device")))?;
+        let sectors_per_block = number(argv[2])
+            .filter(|&b| {
+                (u64::from(DATA_BLOCK_SIZE_MIN)..=u64::from(DATA_BLOCK_SIZE_MAX)).contains(&b)
+                    && b % u64::from(DATA_BLOCK_SIZE_MIN) == 0
+            })
+            .ok_or(ctr_err(EINVAL, c_str!("Invalid block size")))?
+            as u32;
+        let low_water_blocks =
+            number(argv[3]).ok_or(ctr_err(EINVAL, c_str!("Invalid low water mark")))?;
+
+        let meta_blocks = (metadata_dev.nr_sectors() / 8).min(MAX_METADATA_BLOCKS);
+        let metadata_threshold = (meta_blocks / 4).min(1024);
+        let nr_data_blocks = ctr.info().len() / u64::from(sectors_per_block);
+
+        const NO_MD: &CStr = c_str!("Error creating metadata object");
+        let metadata_dev =
+            Arc::new(metadata_dev, GFP_KERNEL).map_err(|_| ctr_err(ENOMEM, NO_MD))?;
+        // The bufio client registers a shrinker: created here, with no lock held.
+        let client = Client::new(metadata_dev.clone(), 64).map_err(|e| ctr_err(e, NO_MD))?;
+        let bm = BufioBm::new(client);
+        let md = if features.read_only {
+            PoolMetadata::open(bm, true)
+        } else {
+            PoolMetadata::open_or_format(bm, sectors_per_block, nr_data_blocks)
+        }
+        .map_err(|e| {
+            dm_err!(
+                PREFIX,
+                "could not open or format the pool metadata: error {}",
+                -e.errno()
+            );
+            ctr_err(to_kernel(e), NO_MD)
+        })?;
+        if md.data_block_size() != sectors_per_block {
+            dm_err!(
+                PREFIX,
+                "changing the data block size (from {} to {}) is not supported",
+                md.data_block_size(),
+                sectors_per_block
+            );
+            return Err(ctr_err(EINVAL, NO_MD));
+        }
+
+        ctr.set_num_flush_bios(1);
+        if !features.ignore_discard {
+            ctr.set_num_discard_bios(1);
+        }
+        KBox::pin_init(
+            pin_init!(Pool {
+                metadata_dev,
+                data_dev,
+                sectors_per_block,
+                low_water_blocks,
+                features,
+                metadata_threshold,
+                target_blocks: nr_data_blocks,
+                md <- new_mutex!(md, "rthin_pool_metadata"),
+            }),
+            GFP_KERNEL,
+        )
+        .map_err(|_| ctr_err(ENOMEM, c_str!("Error allocating pool")))
+    }
+
+    fn map(this: Pin<&Self>, _ti: &TargetInfo, bio: &mut Bio<'_>) -> MapResult<()> {
+        // The pool is a singleton starting at sector 0: bios keep their sector.
+        bio.set_dev(&this.data_dev);
+        MapResult::Remapped(())
+    }
+
+    fn postsuspend(this: Pin<&Self>) {
+        let mut md = this.md.lock();
+        if let Err(e) = md.commit() {
+            dm_err!(PREFIX, "commit on suspend failed: error {}", -e.errno());
+        }
+    }
+
+    fn preresume(this: Pin<&Self>) -> Result {
+        // The data space is as large as the pool target: grow it to a longer table.
+        let mut md = this.md.lock();
+        let (have, want) = (md.nr_data_blocks(), this.target_blocks);
+        if want < have {
+            dm_err!(
+                PREFIX,
+                "pool target ({} blocks) too small: expected {}",
+                want,
+                have
+            );
+            return Err(EINVAL);
+        }
+        if want > have {
+            md.resize_data(want).map_err(to_kernel)?;
+            md.commit().map_err(to_kernel)?;
+        }
+        Ok(())
+    }
+
+    fn status(
+        this: Pin<&Self>,
+        _ti: &TargetInfo,
+        kind: StatusType,
+        _flags: u32,
+        out: &mut StatusWriter<'_>,
+    ) {
+        let _ = match kind {
+            StatusType::Info => Self::info(&this, out),
+            StatusType::Table => write!(
+                out,
+                "{} {} {} {} ",
+                this.metadata_dev.name(),
+                this.data_dev.name(),
+                this.sectors_per_block,
+                this.low_water_blocks
+            )
+            .and_then(|_| this.features.emit(out)),
+            StatusType::Ima => Ok(()),
+        };
+    }
+
+    fn message(
+        this: Pin<&Self>,
+        _ti: &TargetInfo,
+        args: Args<'_>,
+        _out: &mut StatusWriter<'_>,
+    ) -> Result {
+        let argc = args.len();
+        let arg = |i| args.get(i).unwrap_or(c_str!(""));
+        let name = arg(0).as_bytes();
+        let mut md = this.md.lock();
+        if md.failed() {
+            dm_err!(
+                PREFIX,
+                "unable to service pool target messages in READ_ONLY or FAIL mode"
+            );
+            return Err(to_kernel(crate::pdata::Error::NotSupported));
+        }
+        let want = |n: usize| {
+            if argc != n {
+                dm_warn!(
+                    PREFIX,
+                    "Message received with {} arguments instead of {}.",
+                    argc,
+                    n
+                );
+                return Err(EINVAL);
+            }
+            Ok(())
+        };
+        let dev_id = |i: usize| {
+            let a = arg(i);
+            match number(a) {
+                Some(id) if id <= MAX_DEV_ID => Ok(id),
+                _ => {
+                    dm_warn!(PREFIX, "Message received with invalid device id: {}", a);
+                    Err(EINVAL)
+                }
+            }
+        };
+        let r = if name.eq_ignore_ascii_case(b"create_thin") {
+            want(2)?;
+            let id = dev_id(1)?;
+            md.create_thin(id).map_err(|e| {
+                dm_warn!(
+                    PREFIX,
+                    "Creation of new thinly-provisioned device with id {} failed.",
+                    arg(1)
+                );
+                to_kernel(e)
+            })
+        } else if name.eq_ignore_ascii_case(b"create_snap") {
+            want(3)?;
+            let (id, origin) = (dev_id(1)?, dev_id(2)?);
+            md.create_snap(id, origin).map_err(|e| {
+                dm_warn!(
+                    PREFIX,
+                    "Creation of new snapshot {} of device {} failed.",
+                    arg(1),
+                    arg(2)
+                );
+                to_kernel(e)
+            })
+        } else if name.eq_ignore_ascii_case(b"delete") {
+            want(2)?;
+            let id = dev_id(1)?;
+            md.delete_thin(id).map_err(|e| {
+                dm_warn!(PREFIX, "Deletion of thin device {} failed.", arg(1));
+                to_kernel(e)
+            })
+        } else if name.eq_ignore_ascii_case(b"set_transaction_id") {
+            want(3)?;
+            let old = number(arg(1)).ok_or_else(|| {
+                dm_warn!(
+                    PREFIX,
+                    "set_transaction_id message: Unrecognised id {}.",
+                    arg(1)
+                );
+                EINVAL
+            })?;
+            let new = number(arg(2)).ok_or_else(|| {
+                dm_warn!(
+                    PREFIX,
+                    "set_transaction_id message: Unrecognised new id {}.",
+                    arg(2)
+                );
+                EINVAL
+            })?;
+            md.set_transaction_id(old, new).map_err(|e| {
+                dm_warn!(
+                    PREFIX,
+                    "Failed to change transaction id from {} to {}.",
+                    arg(1),
+                    arg(2)
+                );
+                to_kernel(e)
+            })
+        } else if name.eq_ignore_ascii_case(b"reserve_metadata_snap") {
+            want(1)?;
+            md.reserve_metadata_snap().map_err(to_kernel)
+        } else if name.eq_ignore_ascii_case(b"release_metadata_snap") {
+            want(1)?;
+            md.release_metadata_snap().map_err(to_kernel)
+        } else {
+            dm_warn!(
+                PREFIX,
+                "Unrecognised thin pool target message received: {}",
+                arg(0)
+            );
+            Err(EINVAL)
+        };
+        if r.is_ok() {
+            if let Err(e) = md.commit() {
+                dm_err!(
+                    PREFIX,
+                    "{} message: commit failed, error = {}",
+                    arg(0),
+                    -e.errno()
+                );
+                return Err(to_kernel(e));
+            }
+        }
+        r
+    }
+
+    fn iterate_devices(this: Pin<&Self>, ti: &TargetInfo, callout: &mut Callout<'_>) -> i32 {
+        callout.call(&this.data_dev, 0, ti.len())
+    }
+}
+
+/// Metadata blocks held back from the free count: a quarter of the device, at most 4096
+/// (16 MiB), as dm-thin.
+fn metadata_reserve(nr_blocks: u64) -> u64 {
+    (nr_blocks / 4).min(4096)
+}
+
+impl Pool {
+    fn info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
+        let md = self.md.lock();
+        if md.failed() {
+            return out.write_str("Fail");
+        }
+        let (meta_total, data_total) = (md.nr_metadata_blocks(), md.nr_data_blocks());
+        // As dm-thin, keep a reserve of metadata blocks out of the free count, so the pool
+        // reports running low before it has nothing left for its own bookkeeping.
+        let meta_free = md
+            .free_metadata_blocks()
+            .saturating_sub(metadata_reserve(meta_total));
+        write!(
+            out,
+            "{} {}/{} {}/{} ",
+            md.transaction_id(),
+            meta_total - meta_free.min(meta_total),
+            meta_total,
+            data_total - md.free_data_blocks().min(data_total),
+            data_total
+        )?;
+        match md.held_root() {
+            0 => out.write_str("- ")?,
+            root => write!(out, "{} ", root)?,
+        }
+        out.write_str(if self.features.read_only {
+            "ro "
+        } else {
+            "rw "
+        })?;
+        out.write_str(if self.features.ignore_discard {
+            "ignore_discard "
+        } else if self.features.no_discard_passdown {
+            "no_discard_passdown "
+        } else {
+            "discard_passdown "
+        })?;
+        out.write_str(if self.features.error_if_no_space {
+            "error_if_no_space "
+        } else {
+            "queue_if_no_space "
+        })?;
+        out.write_str(if md.needs_check() {
+            "needs_check "
+        } else {
+            "- "
+        })?;
+        write!(out, "{} ", self.metadata_threshold)
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Pool {
+    fn drop(self: Pin<&mut Self>) {
+        // Destruction is in the destructor, process context: commit what is outstanding.
+        let mut md = self.md.lock();
+        if !md.failed() && md.changed_this_transaction() {
+            if let Err(e) = md.commit() {
+                dm_err!(PREFIX, "commit on close failed: error {}", -e.errno());
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# rthin-pool selftests: metadata that rthin formats passes thin_check and opens in upstream
+# dm-thin, metadata upstream made opens in rthin, and the pool's table, status and messages
+# behave as dm-thin's.
+. "$(dirname "$0")/lib.sh"
+
+BS=128                                   # data block size, sectors (64 KiB)
+DATA_SECTORS=$(sectors "$DATA_DEV")
+NR_BLOCKS=$((DATA_SECTORS / BS))
+META_BLOCKS=$(( $(sectors "$META_DEV") / 8 ))
+
+wipe_meta() { dd if=/dev/zero of="$META_DEV" bs=1M count=4 oflag=direct status=none; }
+pool_table() { echo "0 ${2:-$DATA_SECTORS} $1 $META_DEV $DATA_DEV $BS 32 ${3:-}"; }
+status_field() { dmsetup status "$1" | awk -v f="$2" '{print $(f + 3)}'; }
+
+# thin_dump's XML, reduced to: superblock attributes and one line per device.
+dump_summary() {
+	thin_dump "$META_DEV" | python3 -c '
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.stdin).getroot()
+print("superblock transaction=%s data_block_size=%s nr_data_blocks=%s" % (r.get("transaction"), r.get("data_block_size"), r.get("nr_data_blocks")))
+for d in r.findall("device"):
+    n = sum(int(m.get("length", "1")) for m in d if m.tag in ("range_mapping", "single_mapping"))
+    print("device %s mapped_blocks=%s counted=%d" % (d.get("dev_id"), d.get("mapped_blocks"), n))
+'
+}
+
+t_format_and_messages() {
+	load_rthin
+	wipe_meta
+	dmsetup create rt_pool --table "$(pool_table rthin-pool)"
+	local st
+	st=$(dmsetup status rt_pool)
+	echo "fresh: $st"
+	[ "$(status_field rt_pool 1)" = 0 ] || fail "transaction id not 0"
+	[[ "$(status_field rt_pool 3)" = "0/$NR_BLOCKS" ]] || fail "data usage not 0/$NR_BLOCKS"
+	[[ "$(status_field rt_pool 2)" = */$META_BLOCKS ]] || fail "metadata total not $META_BLOCKS"
+	[ "$(dmsetup status rt_pool | cut -d' ' -f7-)" = "- rw discard_passdown queue_if_no_space - 1024 " ] ||
+		fail "status tail differs from dm-thin's format"
+	[ "$(dmsetup table rt_pool)" = "0 $DATA_SECTORS rthin-pool $(devno "$META_DEV") $(devno "$DATA_DEV") $BS 32 0 " ] ||
+		fail "table line: $(dmsetup table rt_pool)"
+	dmsetup message rt_pool 0 create_thin 0
+	dmsetup message rt_pool 0 create_thin 1
+	dmsetup message rt_pool 0 create_snap 2 0
+	dmsetup message rt_pool 0 set_transaction_id 0 5
+	echo "after messages: $(dmsetup status rt_pool)"
+	[ "$(status_field rt_pool 1)" = 5 ] || fail "transaction id not 5"
+	dmsetup remove rt_pool
+	thin_check "$META_DEV" || fail "thin_check failed on metadata rthin wrote"
+	dump_summary | tee "$TMP/dump"
+	grep -qx "superblock transaction=5 data_block_size=$BS nr_data_blocks=$NR_BLOCKS" "$TMP/dump" || fail "superblock"
+	[ "$(grep -c '^device' "$TMP/dump")" = 3 ] || fail "not 3 devices"
+	for d in 0 1 2; do grep -q "^device $d mapped_blocks=0 counted=0$" "$TMP/dump" || fail "device $d"; done
+}
+
+# Upstream dm-thin activates a pool on metadata rthin formatted, and its thins work.
+t_upstream_opens_rthin_metadata() {
+	load_rthin
+	kmod dm-thin-pool
+	wipe_meta
+	dmsetup create rt_pool --table "$(pool_table rthin-pool)"
+	dmsetup message rt_pool 0 create_thin 1
+	dmsetup message rt_pool 0 set_transaction_id 0 9
+	dmsetup remove rt_pool
+	dmsetup create rt_up --table "$(pool_table thin-pool)"
+	echo "upstream on rthin's metadata: $(dmsetup status rt_up)"
+	[ "$(status_field rt_up 1)" = 9 ] || fail "upstream sees transaction id $(status_field rt_up 1)"
+	dmsetup create rt_thin --table "0 65536 thin /dev/mapper/rt_up 1"
+	head -c 8M /dev/urandom >"$TMP/data"
+	dd if="$TMP/data" of=/dev/mapper/rt_thin bs=1M oflag=direct status=none
+	dd if=/dev/mapper/rt_thin of="$TMP/back" bs=1M count=8 iflag=direct status=none
+	cmp "$TMP/data" "$TMP/back" || fail "data through upstream thin on rthin metadata"
+	dmsetup remove rt_thin
+	dmsetup remove rt_up
+	thin_check "$META_DEV" || fail "thin_check after upstream used it"
+	dump_summary | tee "$TMP/dump"
+	grep -q "^device 1 mapped_blocks=128 counted=128$" "$TMP/dump" || fail "device 1 mappings"
+}
+
+# rthin opens a pool upstream dm-thin made, sees its devices and usage, changes it, and
+# upstream still reads the data afterwards.
+t_rthin_opens_upstream_metadata() {
+	load_rthin
+	kmod dm-thin-pool
+	wipe_meta
+	dmsetup create rt_up --table "$(pool_table thin-pool)"
+	dmsetup message rt_up 0 create_thin 7
+	dmsetup create rt_thin --table "0 65536 thin /dev/mapper/rt_up 7"
+	head -c 4M /dev/urandom >"$TMP/data"
+	dd if="$TMP/data" of=/dev/mapper/rt_thin bs=1M oflag=direct status=none
+	dmsetup remove rt_thin
+	dmsetup message rt_up 0 create_snap 8 7
+	dmsetup message rt_up 0 set_transaction_id 0 3
+	local up_used up_status
+	up_used=$(status_field rt_up 3)
+	up_status=$(dmsetup status rt_up | cut -d' ' -f4-)
+	echo "upstream: $(dmsetup status rt_up)"
+	dmsetup remove rt_up
+	dmsetup create rt_pool --table "$(pool_table rthin-pool)"
+	echo "rthin on upstream's metadata: $(dmsetup status rt_pool)"
+	[ "$(status_field rt_pool 1)" = 3 ] || fail "transaction id $(status_field rt_pool 1), not 3"
+	[ "$(status_field rt_pool 3)" = "$up_used" ] || fail "data usage $(status_field rt_pool 3), upstream said $up_used"
+	[ "$(dmsetup status rt_pool | cut -d' ' -f4-)" = "$up_status" ] || fail "status differs from upstream's on the same metadata"
+	! dmsetup message rt_pool 0 create_thin 7 2>/dev/null || fail "create_thin of an existing id succeeded"
+	dmsetup message rt_pool 0 delete 8
+	dmsetup message rt_pool 0 set_transaction_id 3 4
+	dmsetup remove rt_pool
+	thin_check "$META_DEV" || fail "thin_check after rthin changed upstream's pool"
+	dump_summary | tee "$TMP/dump"
+	[ "$(grep -c '^device' "$TMP/dump")" = 1 ] || fail "snapshot 8 not deleted"
+	grep -q "^device 7 mapped_blocks=64 counted=64$" "$TMP/dump" || fail "device 7 mappings"
+	dmsetup create rt_up --table "$(pool_table thin-pool)"
+	dmsetup create rt_thin --table "0 65536 thin /dev/mapper/rt_up 7"
+	dd if=/dev/mapper/rt_thin of="$TMP/back" bs=1M count=4 iflag=direct status=none
+	cmp "$TMP/data" "$TMP/back" || fail "device 7's data changed"
+	[ "$(status_field rt_up 1)" = 4 ] || fail "upstream sees transaction id $(status_field rt_up 1)"
+}
+
+# Bad pool tables are refused with dm-thin's own message for the same line.
+t_bad_tables() {
+	load_rthin
+	kmod dm-thin-pool
+	local cases=(
+		"0 $DATA_SECTORS %s $META_DEV $DATA_DEV $BS"                    "Invalid argument count"
+		"0 $DATA_SECTORS %s $META_DEV $DATA_DEV 100 32"                 "Invalid block size"
+		"0 $DATA_SECTORS %s $META_DEV $DATA_DEV 64 32"                  "Invalid block size"
+		"0 $DATA_SECTORS %s $META_DEV $DATA_DEV 4194432 32"             "Invalid block size"
+		"0 $DATA_SECTORS %s $META_DEV $DATA_DEV abc 32"                 "Invalid block size"
+		"0 $DATA_SECTORS %s $META_DEV $DATA_DEV $BS lots"               "Invalid low water mark"
+		"0 $DATA_SECTORS %s $META_DEV $DATA_DEV $BS 32 1 bogus_feature" "Unrecognised pool feature requested"
+		"0 $DATA_SECTORS %s /dev/rthin-no-such-device $DATA_DEV $BS 32" "Error opening metadata block device"
+		"0 $DATA_SECTORS %s $META_DEV /dev/rthin-no-such-device $BS 32" "Error getting data device"
+	)
+	local i t tgt log
+	for ((i = 0; i < ${#cases[@]}; i += 2)); do
+		for tgt in thin-pool rthin-pool; do
+			t=${cases[i]//%s/$tgt}
+			kmsg_mark
+			! dmsetup create rt_bad --table "$t" 2>/dev/null || fail "$tgt accepted '$t'"
+			log=$(kmsg_since)
+			echo "$tgt '$t': $(grep -m1 'device-mapper: table' <<<"$log")"
+			grep -q "$tgt: ${cases[i+1]}" <<<"$log" || fail "$tgt: no '${cases[i+1]}': $log"
+			! dmsetup info rt_bad >/dev/null 2>&1 || fail "device left behind"
+		done
+	done
+}
+
+# Messages dm-thin refuses are refused, with its warnings; the pool keeps working.
+t_message_errors() {
+	load_rthin
+	wipe_meta
+	dmsetup create rt_pool --table "$(pool_table rthin-pool)"
+	dmsetup message rt_pool 0 create_thin 3
+	local m
+	while IFS='|' read -r m want; do
+		kmsg_mark
+		! dmsetup message rt_pool 0 $m 2>/dev/null || fail "message '$m' accepted"
+		echo "'$m': $(kmsg_since | grep -m1 'device-mapper')"
+		kmsg_since | grep -q "$want" || fail "'$m': no '$want' in log"
+	done <<'MSGS'
+frobnicate 1|Unrecognised thin pool target message received: frobnicate
+create_thin|Message received with 1 arguments instead of 2.
+create_thin abc|Message received with invalid device id: abc
+create_thin 16777216|Message received with invalid device id: 16777216
+create_thin 3|Creation of new thinly-provisioned device with id 3 failed.
+create_snap 4 99|Creation of new snapshot 4 of device 99 failed.
+delete 99|Deletion of thin device 99 failed.
+set_transaction_id 7 8|Failed to change transaction id from 7 to 8.
+set_transaction_id x 8|set_transaction_id message: Unrecognised id x.
+MSGS
+	dmsetup message rt_pool 0 create_snap 4 3
+	dmsetup message rt_pool 0 reserve_metadata_snap
+	[ "$(status_field rt_pool 4)" != "-" ] || fail "no held root after reserve_metadata_snap"
+	! dmsetup message rt_pool 0 reserve_metadata_snap 2>/dev/null || fail "second reserve accepted"
+	dmsetup message rt_pool 0 release_metadata_snap
+	[ "$(status_field rt_pool 4)" = "-" ] || fail "held root after release"
+	dmsetup remove rt_pool
+	thin_check "$META_DEV" || fail "thin_check"
+	[ "$(dump_summary | grep -c '^device')" = 2 ] || fail "expected devices 3 and 4"
+}
+
+# Corrupt or garbage metadata is refused cleanly: an error, no oops (the runner checks the log).
+t_corrupt_metadata() {
+	load_rthin
+	wipe_meta
+	dmsetup create rt_pool --table "$(pool_table rthin-pool)"
+	dmsetup message rt_pool 0 create_thin 1
+	dmsetup remove rt_pool
+	# Flip bytes inside the superblock: its checksum no longer matches.
+	printf '\xde\xad\xbe\xef' | dd of="$META_DEV" bs=1 seek=200 conv=notrunc,fsync status=none
+	blockdev --flushbufs "$META_DEV"
+	kmsg_mark
+	! dmsetup create rt_pool --table "$(pool_table rthin-pool)" 2>/dev/null || fail "corrupt superblock accepted"
+	kmsg_since | grep -q "rthin-pool: Error creating metadata object" || fail "no error: $(kmsg_since)"
+	# Random garbage over the first 4 MiB.
+	head -c 4M /dev/urandom | dd of="$META_DEV" bs=1M oflag=direct status=none
+	kmsg_mark
+	! dmsetup create rt_pool --table "$(pool_table rthin-pool)" 2>/dev/null || fail "garbage accepted"
+	kmsg_since | grep -q "rthin-pool: Error creating metadata object" || fail "no error: $(kmsg_since)"
+	! dmsetup info rt_pool >/dev/null 2>&1 || fail "device left behind"
+}
+
+# A longer table grows the data space; a shorter one is refused on resume.
+t_resize_data() {
+	load_rthin
+	wipe_meta
+	local half=$((DATA_SECTORS / 2))
+	dmsetup create rt_pool --table "$(pool_table rthin-pool $half)"
+	[ "$(status_field rt_pool 3)" = "0/$((NR_BLOCKS / 2))" ] || fail "half size: $(status_field rt_pool 3)"
+	dmsetup reload rt_pool --table "$(pool_table rthin-pool)"
+	dmsetup resume rt_pool
+	[ "$(status_field rt_pool 3)" = "0/$NR_BLOCKS" ] || fail "grown: $(status_field rt_pool 3)"
+	dmsetup reload rt_pool --table "$(pool_table rthin-pool $half)"
+	kmsg_mark
+	! dmsetup resume rt_pool 2>/dev/null || fail "shrinking resume accepted"
+	kmsg_since | grep -q "too small" || fail "no 'too small' message"
+	dmsetup reload rt_pool --table "$(pool_table rthin-pool)"
+	dmsetup resume rt_pool
+	dmsetup remove rt_pool
+	thin_check "$META_DEV" || fail "thin_check"
+	dump_summary | grep -q "nr_data_blocks=$NR_BLOCKS" || fail "metadata not grown"
+}
+
+tests=(
+	pool_format_and_messages:t_format_and_messages
+	pool_upstream_opens_rthin_metadata:t_upstream_opens_rthin_metadata
+	pool_rthin_opens_upstream_metadata:t_rthin_opens_upstream_metadata
+	pool_bad_tables:t_bad_tables
+	pool_message_errors:t_message_errors
+	pool_corrupt_metadata:t_corrupt_metadata
+	pool_resize_data:t_resize_data
+)
+ktap_plan ${#tests[@]}
+for t in "${tests[@]}"; do run_test "${t%%:*}" "${t#*:}"; done
+ktap_done
