@@ -9,7 +9,7 @@
 //! | rank | lock | kind | held in | protects |
 //! |------|------|------|---------|----------|
 //! | 1 | per-device (thin/rlinear target) state | mutex or rwsem | process context only | the device's own table state |
-//! | 2 | pool-wide (global) metadata lock | rwsem | process context only | the metadata; lookups take it for read |
+//! | 2 | pool-wide metadata lock (`Pool::md`, [`kernel::sync::Mutex`]) | mutex | process context only | the pool's metadata; every metadata operation takes it |
 //! | 3 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]) | spinlock, irqs off | any context, completion included | short lists and counters; never held across IO, allocation or a wait |
 //!
 //! Rules that come with it:
@@ -25,5 +25,14 @@
 //! - Nothing is allocated with a sleeping allocation while a rank-3 lock is held: allocate
 //!   first, then lock; free after unlocking.
 //!
-//! Current holders: `rlinear` takes no lock in its IO path; its state is immutable after the
-//! constructor, and the in-flight reference count is a lifetime [`crate::dm::lifetime::Ref`].
+//! Current holders:
+//!
+//! - `rlinear` takes no lock in its IO path; its state is immutable after the constructor, and
+//!   the in-flight reference count is a lifetime [`crate::dm::lifetime::Ref`].
+//! - `rthin-pool` takes its metadata mutex (rank 2) in messages, status, suspend/resume and
+//!   its destructor, and nothing while holding it. Its dm-bufio client, whose creation
+//!   registers a shrinker, is made in the constructor before the mutex exists (seed 004). The
+//!   pool has no abort path yet; when it gets one, it rolls back with [`crate::targets::metadata::BufioBm::reset`]
+//!   (`dm_bufio_client_reset` of the existing client), never by creating a client.
+//! - dm-bufio's per-buffer lock words ([`crate::dm::bufio`]) are not locks one waits on: a
+//!   conflicting request fails at once with `EBUSY`.
