@@ -37,7 +37,7 @@ impl<'a> StatusWriter<'a> {
 
     /// The text written so far.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.pos]
+        self.buf.get(..self.pos).unwrap_or_default()
     }
 }
 
@@ -45,10 +45,17 @@ impl fmt::Write for StatusWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let room = self.buf.len() - 1 - self.pos;
         let n = s.len().min(room);
-        self.buf[self.pos..self.pos + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.pos += n;
+        if let (Some(dst), Some(src)) = (
+            self.buf.get_mut(self.pos..self.pos + n),
+            s.as_bytes().get(..n),
+        ) {
+            dst.copy_from_slice(src);
+            self.pos += n;
+        }
         // INVARIANT: `pos <= buf.len() - 1`, and the byte at `pos` is made NUL.
-        self.buf[self.pos] = 0;
+        if let Some(end) = self.buf.get_mut(self.pos) {
+            *end = 0;
+        }
         Ok(())
     }
 }

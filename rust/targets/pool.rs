@@ -268,7 +268,7 @@ impl Target for Pool {
                 this.sectors_per_block,
                 this.low_water_blocks
             )
-            .and_then(|_| this.features.emit(out)),
+            .and_then(|()| this.features.emit(out)),
             StatusType::Ima => Ok(()),
         };
     }
