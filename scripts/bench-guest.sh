@@ -11,9 +11,12 @@ dmsetup create bench_linear --table "0 $size linear /dev/ram0 0"
 dmsetup create bench_rlinear --table "0 $size rlinear /dev/ram0 0"
 raw=$RTHIN_RESULTS/bench-raw.txt
 : >"$raw"
+devs=(/dev/ram0 /dev/mapper/bench_linear /dev/mapper/bench_rlinear)
 for r in $(seq "$rounds"); do
 	for rw in randread randwrite; do
-		for dev in /dev/ram0 /dev/mapper/bench_linear /dev/mapper/bench_rlinear; do
+		# Each round starts with another device, so no device always runs first or last.
+		for i in 0 1 2; do
+			dev=${devs[(i + r) % 3]}
 			iops=$(fio --name=b --filename="$dev" --rw=$rw --bs=4k --numjobs=2 --direct=1 \
 				--ioengine=psync --size=256M --time_based --runtime="$secs" \
 				--group_reporting --output-format=json |
