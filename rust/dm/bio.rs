@@ -136,6 +136,19 @@ impl<'a> Bio<'a> {
         self.size() >> 9
     }
 
+    /// Fills the bio's data with zeroes (a read of space that holds nothing).
+    pub fn zero_fill(&mut self) {
+        // SAFETY: the bio is valid and ours (type invariant); its current iterator describes
+        // the data pages it carries.
+        unsafe { bindings::zero_fill_bio_iter(self.ptr.as_ptr(), (*self.ptr.as_ptr()).bi_iter) };
+    }
+
+    /// Sets the status the bio completes with.
+    pub(crate) fn set_status(&mut self, status: BlkStatus) {
+        // SAFETY: the bio is valid and ours (type invariant).
+        unsafe { (*self.ptr.as_ptr()).bi_status = status.to_raw() };
+    }
+
     /// Points the bio at `dev`'s block device.
     pub fn set_dev(&mut self, dev: &DmDev) {
         // SAFETY: the bio is valid and ours to modify (type invariant); `dev` holds a reference

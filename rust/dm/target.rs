@@ -60,6 +60,9 @@ pub enum MapResult<P> {
     /// The bio was remapped (device and sector changed): dm submits it. `P` is the bio's
     /// per-bio data, handed back to [`Target::end_io`] when the bio completes.
     Remapped(P),
+    /// The target has dealt with the bio itself (for example zero-filled a read): dm
+    /// completes it now with this status. `P` goes to [`Target::end_io`] as for a remap.
+    Complete(BlkStatus, P),
     /// Fail the bio with an IO error.
     Kill,
     /// Have dm requeue the bio (it is mapped again later).
@@ -537,6 +540,19 @@ impl<T: Target> Callbacks<T> {
                 }
                 bindings::DM_MAPIO_REMAPPED
             }
+            MapResult::Complete(status, per_bio) => {
+                if has_end_io::<T>() {
+                    // SAFETY: as for `Remapped`: `end_io` runs when the bio completes below.
+                    unsafe { ptr::write(per_bio_ptr::<T>(bio), per_bio) };
+                } else {
+                    drop(per_bio);
+                }
+                b.set_status(status);
+                // SAFETY: the target owns the clone during `map`; ending it here and returning
+                // `DM_MAPIO_SUBMITTED` hands it back to dm, which completes it through `end_io`.
+                unsafe { bindings::bio_endio(bio) };
+                bindings::DM_MAPIO_SUBMITTED
+            }
             MapResult::Kill => bindings::DM_MAPIO_KILL,
             MapResult::Requeue => bindings::DM_MAPIO_REQUEUE,
             MapResult::DelayRequeue => bindings::DM_MAPIO_DELAY_REQUEUE,
@@ -555,8 +571,8 @@ impl<T: Target> Callbacks<T> {
         bio: *mut bindings::bio,
         error: *mut bindings::blk_status_t,
     ) -> c_int {
-        // SAFETY: `end_io` is called only for bios `map` remapped, whose per-bio data
-        // `map_callback` wrote; it is read back here once (dm maps a requeued bio again).
+        // SAFETY: `end_io` is called only for bios `map` remapped or completed, whose per-bio
+        // data `map_callback` wrote; it is read back here once (dm maps a requeued bio again).
         let per_bio = unsafe { ptr::read(per_bio_ptr::<T>(bio)) };
         if !T::HAS_END_IO {
             drop(per_bio);
