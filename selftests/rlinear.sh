@@ -121,8 +121,13 @@ t_remove_under_io() {
 	dmsetup create rt_rm --table "0 $LEN rlinear $DATA_DEV $OFF"
 	fio --name=r --filename=/dev/mapper/rt_rm --rw=randrw --bs=4k --size=32M --direct=1 \
 		--ioengine=libaio --iodepth=16 --time_based --runtime=8 --output="$TMP/fio2.out" &
-	local fio=$!
-	sleep 2
+	local fio=$! i
+	# Wait until fio has the device open (dm's open count), however slow the guest is.
+	for i in $(seq 100); do
+		[ "$(dmsetup info -c --noheadings -o open rt_rm)" -gt 0 ] && break
+		sleep 0.2
+	done
+	[ "$(dmsetup info -c --noheadings -o open rt_rm)" -gt 0 ] || fail "fio never opened the device"
 	timeout 60 dmsetup remove rt_rm >"$TMP/rm1" 2>&1 &
 	local r1=$!
 	timeout 60 dmsetup remove rt_rm >"$TMP/rm2" 2>&1 &

@@ -44,3 +44,8 @@ struct delayed_work *rthin_to_delayed_work(struct work_struct *work)
 {
 	return to_delayed_work(work);
 }
+
+unsigned long rthin_msecs_to_jiffies(unsigned int m)
+{
+	return msecs_to_jiffies(m);
+}

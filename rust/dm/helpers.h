@@ -24,5 +24,6 @@ void rthin_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 
 void rthin_init_delayed_work(struct delayed_work *dwork, work_func_t func);
 struct delayed_work *rthin_to_delayed_work(struct work_struct *work);
+unsigned long rthin_msecs_to_jiffies(unsigned int m);
 
 #endif

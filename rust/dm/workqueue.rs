@@ -7,8 +7,19 @@
 //! [`Workqueue::queue`]; this module adds what 6.12's kernel crate lacks.
 
 use super::bindings;
-use core::{marker::PhantomData, ops::Deref, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    ops::Deref,
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 use kernel::{c_str, prelude::*, str::CStr, sync::Arc, types::Opaque, workqueue::Queue};
+
+/// `ms` milliseconds in jiffies, the unit of delays.
+pub fn msecs_to_jiffies(ms: u32) -> u64 {
+    // SAFETY: a pure conversion.
+    u64::from(unsafe { bindings::rthin_msecs_to_jiffies(ms) } as u32)
+}
 
 /// A dedicated workqueue with a rescuer thread (`WQ_MEM_RECLAIM`), so work queued from the IO
 /// path makes progress even when no memory can be had for new workers. Dropping it drains
@@ -51,17 +62,22 @@ impl Workqueue {
     }
 
     /// Queues `item` to run after `delay` jiffies. Returns `false` (and drops `item`) if that
-    /// delayed work was already pending.
-    pub fn enqueue_delayed<T: DelayedWorkItem>(&self, item: Arc<T>, delay: u64) -> bool {
+    /// delayed work was already pending. Fails with `EINVAL` if `item`'s
+    /// [`DelayedWorkItem::delayed_work`] is not inside `item`.
+    pub fn enqueue_delayed<T: DelayedWorkItem>(&self, item: Arc<T>, delay: u64) -> Result<bool> {
+        let off = offset_in(&*item).ok_or(EINVAL)?;
+        let dw = item.delayed_work();
+        dw.offset.store(off, Ordering::Release);
+        let dwork = dw.dwork.get();
         let ptr = Arc::into_raw(item);
-        // SAFETY: `ptr` points to a live `T`; its `DelayedWork` is initialised (it is built
-        // with `DelayedWork::new`). On success the workqueue owns the reference we leaked with
-        // `into_raw`, and `run_callback` takes it back.
+        // SAFETY: `dwork` is an initialised delayed work (built with `DelayedWork::new`) inside
+        // the `T` at `ptr`, at the offset just recorded. On success the workqueue owns the
+        // reference leaked with `into_raw`, and `run_callback` takes it back.
         let queued = unsafe {
             bindings::queue_delayed_work_on(
                 bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
                 self.wq.as_ptr(),
-                T::delayed_work(ptr),
+                dwork,
                 delay as _,
             )
         };
@@ -69,7 +85,7 @@ impl Workqueue {
             // SAFETY: not queued, so the reference is still ours to drop.
             drop(unsafe { Arc::from_raw(ptr) });
         }
-        queued
+        Ok(queued)
     }
 }
 
@@ -89,95 +105,74 @@ impl Drop for Workqueue {
     }
 }
 
-/// A `struct delayed_work` embedded in a `T`.
+/// A `struct delayed_work` embedded in a `T`: a field of `T` that [`DelayedWorkItem`] names.
 ///
 /// # Invariants
 ///
 /// Once pinned-initialised, `dwork` is a `delayed_work` whose function is
-/// `run_callback::<T>`.
-#[repr(transparent)]
+/// `run_callback::<T>`. Whenever it is queued, `offset` is the byte offset of `self` inside
+/// the `T` that contains it (checked by [`Workqueue::enqueue_delayed`]).
+#[repr(C)]
 pub struct DelayedWork<T> {
     dwork: Opaque<bindings::delayed_work>,
+    offset: AtomicUsize,
     _p: PhantomData<T>,
 }
 
 // SAFETY: the kernel's delayed work may be queued and cancelled from any thread.
 unsafe impl<T> Send for DelayedWork<T> {}
-// SAFETY: as above.
+// SAFETY: as above; `offset` is atomic.
 unsafe impl<T> Sync for DelayedWork<T> {}
 
 impl<T: DelayedWorkItem> DelayedWork<T> {
     /// An initialiser for the delayed work of a `T`.
     pub fn new() -> impl PinInit<Self> {
-        // SAFETY: `DelayedWork` is a transparent `Opaque` wrapper, so initialising the
-        // `Opaque` in place initialises `Self`.
+        // SAFETY: the closure initialises every field of `*slot`: the C `delayed_work` through
+        // its initialiser, and `offset`.
         unsafe {
             kernel::init::pin_init_from_closure(move |slot: *mut Self| {
                 // INVARIANT: the work function is `run_callback::<T>`.
                 bindings::rthin_init_delayed_work(
-                    Opaque::raw_get(slot.cast::<Opaque<bindings::delayed_work>>()),
+                    Opaque::raw_get(core::ptr::addr_of!((*slot).dwork)),
                     Some(run_callback::<T>),
                 );
+                core::ptr::addr_of_mut!((*slot).offset).write(AtomicUsize::new(0));
+                core::ptr::addr_of_mut!((*slot)._p).write(PhantomData);
                 Ok(())
             })
         }
     }
 
-    /// Cancels the work if pending and waits for a running instance to finish. Process
-    /// context only. Returns whether a pending run was cancelled.
+    /// Cancels the work if pending and waits for a running instance to finish, even one that
+    /// queues itself again. Process context only. Returns whether a pending run was cancelled.
     pub fn cancel_sync(this: &Arc<T>) -> bool {
-        let ptr: *const T = &**this;
-        // SAFETY: `ptr` points to a live `T` whose delayed work is initialised.
-        let cancelled = unsafe { bindings::cancel_delayed_work_sync(T::delayed_work(ptr)) };
+        let dw = this.delayed_work();
+        // SAFETY: `dw` is initialised (built with `DelayedWork::new`) and lives in `*this`.
+        let cancelled = unsafe { bindings::cancel_delayed_work_sync(dw.dwork.get()) };
         if cancelled {
             // SAFETY: a pending run held a reference leaked by `enqueue_delayed`; it will not
             // run now, so that reference is dropped here.
-            drop(unsafe { Arc::from_raw(ptr) });
+            drop(unsafe { Arc::from_raw(core::ptr::from_ref::<T>(this)) });
         }
         cancelled
     }
 }
 
-/// A type with an embedded [`DelayedWork`] that runs [`DelayedWorkItem::run`].
-///
-/// # Safety
-///
-/// `OFFSET` must be the byte offset of a `DelayedWork<Self>` field within `Self`, initialised
-/// with [`DelayedWork::new`]. Use [`impl_delayed_work!`](crate::impl_delayed_work).
-pub unsafe trait DelayedWorkItem: Send + Sync + Sized + 'static {
-    /// Offset of the `DelayedWork<Self>` field.
-    const OFFSET: usize;
+/// A type that can run as delayed work: it embeds a [`DelayedWork<Self>`] and says which.
+pub trait DelayedWorkItem: Send + Sync + Sized + 'static {
+    /// The embedded delayed work (a field of `self`).
+    fn delayed_work(&self) -> &DelayedWork<Self>;
 
     /// Runs the work, with the reference that was queued.
     fn run(this: Arc<Self>);
-
-    /// The raw delayed work inside `*ptr`.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must point to a live `Self`.
-    #[doc(hidden)]
-    unsafe fn delayed_work(ptr: *const Self) -> *mut bindings::delayed_work {
-        // SAFETY: by the trait's safety requirement there is a `DelayedWork<Self>` at `OFFSET`.
-        let field = unsafe { ptr.cast::<u8>().add(Self::OFFSET) };
-        Opaque::raw_get(field.cast::<Opaque<bindings::delayed_work>>())
-    }
 }
 
-/// Implements [`DelayedWorkItem`] for a type with a [`DelayedWork`] field:
-/// `impl_delayed_work!(Pool, waker, |this| this.do_periodic_work());`
-#[macro_export]
-macro_rules! impl_delayed_work {
-    ($type:ty, $field:ident, |$this:ident| $body:expr) => {
-        // SAFETY: `OFFSET` is the offset of the named `DelayedWork<Self>` field.
-        unsafe impl $crate::dm::workqueue::DelayedWorkItem for $type {
-            const OFFSET: usize = core::mem::offset_of!($type, $field);
-
-            fn run($this: kernel::sync::Arc<Self>) {
-                $body
-            }
-        }
-    };
+/// Offset of `item.delayed_work()` within `item`, if it lies inside `item`.
+fn offset_in<T: DelayedWorkItem>(item: &T) -> Option<usize> {
+    let base = core::ptr::from_ref(item) as usize;
+    let field = core::ptr::from_ref(item.delayed_work()) as usize;
+    let off = field.checked_sub(base)?;
+    (off + core::mem::size_of::<DelayedWork<T>>() <= core::mem::size_of::<T>()).then_some(off)
 }
 
 /// Runs a delayed work item.
@@ -186,11 +181,13 @@ macro_rules! impl_delayed_work {
 ///
 /// Only the workqueue calls it, for a `DelayedWork<T>` queued by [`Workqueue::enqueue_delayed`].
 unsafe extern "C" fn run_callback<T: DelayedWorkItem>(work: *mut bindings::work_struct) {
-    // SAFETY: `work` belongs to the `delayed_work` at `T::OFFSET` in a `T` (type invariant of
-    // `DelayedWork`), queued by `enqueue_delayed`, which leaked one `Arc` reference for it.
+    // SAFETY: `work` is inside the `delayed_work` that starts the `#[repr(C)]` `DelayedWork<T>`
+    // queued by `enqueue_delayed`, which recorded its offset inside its `T` and leaked one
+    // `Arc` reference to that `T` for this run.
     let this = unsafe {
-        let dwork = bindings::rthin_to_delayed_work(work);
-        Arc::from_raw(dwork.cast::<u8>().sub(T::OFFSET).cast::<T>())
+        let dw = bindings::rthin_to_delayed_work(work).cast::<DelayedWork<T>>();
+        let off = (*dw).offset.load(Ordering::Acquire);
+        Arc::from_raw(dw.cast::<u8>().sub(off).cast::<T>())
     };
     T::run(this);
 }

@@ -13,13 +13,18 @@
 //! committed when it succeeds. Bios sent to the pool device itself go to the data device, as
 //! with dm-thin. Thin devices (the `rthin` target) are not there yet.
 //!
+//! As dm-thin, the pool commits its metadata every second while it is active (the "waker", a
+//! delayed work item on the pool's own `WQ_MEM_RECLAIM` workqueue), on suspend, and on close.
+//!
 //! Locking: the metadata mutex is the pool-wide lock of rank 2 in [`crate::locking`]. It is
-//! taken in process context only, and nothing else is locked while it is held. The dm-bufio
-//! client (which registers a shrinker) is created before it exists, never under it.
+//! taken in process context only (the waker runs in a worker), and nothing else is locked
+//! while it is held. The dm-bufio client (which registers a shrinker) is created before it
+//! exists, never under it.
 
 use crate::dm::{
     bufio::Client,
     target::{features, parse_u64},
+    workqueue::{msecs_to_jiffies, DelayedWork, DelayedWorkItem, Workqueue},
     Args, Bio, Callout, Ctr, CtrError, DmDev, MapResult, StatusType, StatusWriter, Target,
     TargetInfo,
 };
@@ -29,6 +34,7 @@ use crate::pdata::{
 };
 use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS};
 use crate::{dm_err, dm_warn};
+use core::sync::atomic::{AtomicBool, Ordering};
 use core::{fmt::Write, pin::Pin};
 use kernel::{
     alloc::flags::GFP_KERNEL,
@@ -103,6 +109,60 @@ impl Features {
     }
 }
 
+/// What the pool shares with its waker.
+#[pin_data]
+struct PoolCore {
+    /// The pool-wide metadata lock (rank 2).
+    #[pin]
+    md: Mutex<PoolMetadata<BufioBm>>,
+    /// Periodic commit.
+    #[pin]
+    waker: DelayedWork<PoolCore>,
+    /// Whether the waker re-arms itself (between resume and suspend).
+    active: AtomicBool,
+    wq: Workqueue,
+}
+
+/// How often an active pool commits its metadata, as dm-thin's `COMMIT_PERIOD`.
+const COMMIT_PERIOD_MS: u32 = 1000;
+
+impl DelayedWorkItem for PoolCore {
+    fn delayed_work(&self) -> &DelayedWork<Self> {
+        &self.waker
+    }
+
+    fn run(this: Arc<Self>) {
+        PoolCore::periodic_commit(this);
+    }
+}
+
+impl PoolCore {
+    fn commit(&self, why: &str) {
+        let mut md = self.md.lock();
+        if md.failed() || !md.changed_this_transaction() {
+            return;
+        }
+        if let Err(e) = md.commit() {
+            dm_err!(PREFIX, "commit ({}) failed: error {}", why, -e.errno());
+        }
+    }
+
+    fn periodic_commit(this: Arc<Self>) {
+        this.commit("periodic");
+        if this.active.load(Ordering::Acquire) {
+            let _ = this
+                .wq
+                .enqueue_delayed(this.clone(), msecs_to_jiffies(COMMIT_PERIOD_MS));
+        }
+    }
+
+    /// Stops the waker and waits for a running instance (process context, no lock held).
+    fn stop_waker(this: &Arc<Self>) {
+        this.active.store(false, Ordering::Release);
+        DelayedWork::cancel_sync(this);
+    }
+}
+
 /// An `rthin-pool` target.
 #[pin_data(PinnedDrop)]
 pub struct Pool {
@@ -114,9 +174,7 @@ pub struct Pool {
     metadata_threshold: u64,
     /// Data blocks the pool target's length gives: the size of the data space.
     target_blocks: u64,
-    /// The pool-wide metadata lock (rank 2).
-    #[pin]
-    md: Mutex<PoolMetadata<BufioBm>>,
+    core: Arc<PoolCore>,
 }
 
 fn ctr_err(e: Error, msg: &'static CStr) -> CtrError {
@@ -202,6 +260,17 @@ impl Target for Pool {
         if !features.ignore_discard {
             ctr.set_num_discard_bios(1);
         }
+        let wq = Workqueue::new(c_str!("dm-rthin-pool")).map_err(|e| ctr_err(e, NO_MD))?;
+        let core = Arc::pin_init(
+            pin_init!(PoolCore {
+                md <- new_mutex!(md, "rthin_pool_metadata"),
+                waker <- DelayedWork::new(),
+                active: AtomicBool::new(false),
+                wq,
+            }),
+            GFP_KERNEL,
+        )
+        .map_err(|_| ctr_err(ENOMEM, c_str!("Error allocating pool")))?;
         KBox::pin_init(
             pin_init!(Pool {
                 metadata_dev,
@@ -211,7 +280,7 @@ impl Target for Pool {
                 features,
                 metadata_threshold,
                 target_blocks: nr_data_blocks,
-                md <- new_mutex!(md, "rthin_pool_metadata"),
+                core,
             }),
             GFP_KERNEL,
         )
@@ -225,15 +294,29 @@ impl Target for Pool {
     }
 
     fn postsuspend(this: Pin<&Self>) {
-        let mut md = this.md.lock();
-        if let Err(e) = md.commit() {
-            dm_err!(PREFIX, "commit on suspend failed: error {}", -e.errno());
+        PoolCore::stop_waker(&this.core);
+        this.core.commit("suspend");
+    }
+
+    fn resume(this: Pin<&Self>) {
+        if !this.core.active.swap(true, Ordering::AcqRel) {
+            if let Err(e) = this
+                .core
+                .wq
+                .enqueue_delayed(this.core.clone(), msecs_to_jiffies(COMMIT_PERIOD_MS))
+            {
+                dm_err!(
+                    PREFIX,
+                    "could not start periodic commits: error {}",
+                    e.to_errno()
+                );
+            }
         }
     }
 
     fn preresume(this: Pin<&Self>) -> Result {
         // The data space is as large as the pool target: grow it to a longer table.
-        let mut md = this.md.lock();
+        let mut md = this.core.md.lock();
         let (have, want) = (md.nr_data_blocks(), this.target_blocks);
         if want < have {
             dm_err!(
@@ -282,7 +365,7 @@ impl Target for Pool {
         let argc = args.len();
         let arg = |i| args.get(i).unwrap_or(c_str!(""));
         let name = arg(0).as_bytes();
-        let mut md = this.md.lock();
+        let mut md = this.core.md.lock();
         if md.failed() {
             dm_err!(
                 PREFIX,
@@ -410,7 +493,7 @@ fn metadata_reserve(nr_blocks: u64) -> u64 {
 
 impl Pool {
     fn info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
-        let md = self.md.lock();
+        let md = self.core.md.lock();
         if md.failed() {
             return out.write_str("Fail");
         }
@@ -462,12 +545,9 @@ impl Pool {
 #[pinned_drop]
 impl PinnedDrop for Pool {
     fn drop(self: Pin<&mut Self>) {
-        // Destruction is in the destructor, process context: commit what is outstanding.
-        let mut md = self.md.lock();
-        if !md.failed() && md.changed_this_transaction() {
-            if let Err(e) = md.commit() {
-                dm_err!(PREFIX, "commit on close failed: error {}", -e.errno());
-            }
-        }
+        // The destructor runs in process context: stop the waker, then commit what is
+        // outstanding. The workqueue is destroyed with the last reference to the core.
+        PoolCore::stop_waker(&self.core);
+        self.core.commit("close");
     }
 }
