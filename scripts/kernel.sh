@@ -55,6 +55,10 @@ if [ ! -f "$stamp" ]; then
 		{ tail -n 40 "$out/build.log" >&2; die "kernel build failed (log: $out/build.log)"; }
 	touch "$stamp"
 	log "kernel ($flavour) built in $(( $(date +%s) - start )) s"
+	# Builds of this flavour under other keys are stale: keep the disk from filling up.
+	for old in "$RTHIN_CACHE/kbuild-$flavour-"*; do
+		[ "$old" = "$out" ] || rm -rf "$old"
+	done
 fi
 
 # The guest loads upstream dm modules with `modprobe -d $out/mods`.
