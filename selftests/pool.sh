@@ -221,6 +221,50 @@ t_resize_data() {
 	dump_summary | grep -q "nr_data_blocks=$NR_BLOCKS" || fail "metadata not grown"
 }
 
+# Metadata writes start failing: the commit fails, the pool aborts the transaction (resetting
+# its dm-bufio client, never making a new one: seed 004), cannot set needs_check either, and
+# goes to failure mode, refusing messages; the last commit on disk is intact.
+t_metadata_write_errors() {
+	load_rthin
+	kmod dm-flakey
+	wipe_meta
+	local msz log
+	msz=$(sectors "$META_DEV")
+	dmsetup create rt_meta --table "0 $msz linear $META_DEV 0"
+	dmsetup create rt_pool --table "0 $DATA_SECTORS rthin-pool /dev/mapper/rt_meta $DATA_DEV $BS 32"
+	dmsetup message rt_pool 0 create_thin 1
+	dmsetup message rt_pool 0 set_transaction_id 0 1
+	# Every write to the metadata device fails from now on; reads still work.
+	dmsetup reload rt_meta --table "0 $msz flakey $META_DEV 0 0 1 1 error_writes"
+	dmsetup suspend rt_meta
+	dmsetup resume rt_meta
+	kmsg_mark
+	! dmsetup message rt_pool 0 create_thin 2 2>/dev/null || fail "message succeeded while metadata writes fail"
+	log=$(kmsg_since)
+	echo "$log" | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
+	for want in "metadata operation 'commit' failed" "aborting current metadata transaction" \
+		"failed to set 'needs_check' flag in metadata" "switching pool to failure mode"; do
+		grep -q "$want" <<<"$log" || fail "no '$want' in the kernel log"
+	done
+	[ "$(status_field rt_pool 1)" = Fail ] || fail "status: $(dmsetup status rt_pool)"
+	kmsg_mark
+	! dmsetup message rt_pool 0 create_thin 3 2>/dev/null || fail "failed pool accepted a message"
+	kmsg_since | grep -q "unable to service pool target messages" || fail "no refusal message"
+	dmsetup remove rt_pool
+	dmsetup reload rt_meta --table "0 $msz linear $META_DEV 0"
+	dmsetup suspend rt_meta
+	dmsetup resume rt_meta
+	thin_check /dev/mapper/rt_meta || fail "thin_check after the failed transaction"
+	thin_dump /dev/mapper/rt_meta | grep -q 'transaction="1"' || fail "last commit lost"
+	[ "$(thin_dump /dev/mapper/rt_meta | grep -c '<device ')" = 1 ] || fail "uncommitted device 2 on disk"
+	# The pool opens again on the healthy device, in write mode.
+	dmsetup create rt_pool --table "0 $DATA_SECTORS rthin-pool /dev/mapper/rt_meta $DATA_DEV $BS 32"
+	[ "$(status_field rt_pool 5)" = rw ] || fail "reopened pool: $(dmsetup status rt_pool)"
+	dmsetup message rt_pool 0 create_thin 2
+	dmsetup remove rt_pool
+	dmsetup remove rt_meta
+}
+
 tests=(
 	pool_format_and_messages:t_format_and_messages
 	pool_upstream_opens_rthin_metadata:t_upstream_opens_rthin_metadata
@@ -229,6 +273,7 @@ tests=(
 	pool_message_errors:t_message_errors
 	pool_corrupt_metadata:t_corrupt_metadata
 	pool_resize_data:t_resize_data
+	pool_metadata_write_errors:t_metadata_write_errors
 )
 ktap_plan ${#tests[@]}
 for t in "${tests[@]}"; do run_test "${t%%:*}" "${t#*:}"; done

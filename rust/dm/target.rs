@@ -130,6 +130,17 @@ impl TargetInfo {
         self.len() == 0
     }
 
+    /// The name dm gives the mapped device in its log lines (`major:minor`).
+    pub fn device_name(&self) -> &CStr {
+        // SAFETY: the target is valid, so is its table and the table's mapped device, whose
+        // name is a NUL-terminated string that lives as long as the device.
+        unsafe {
+            CStr::from_char_ptr(bindings::dm_device_name(bindings::dm_table_get_md(
+                (*self.raw()).table,
+            )))
+        }
+    }
+
     /// Offset of `sector` of the mapped device from the target's first sector
     /// (`dm_target_offset`).
     pub fn offset(&self, sector: u64) -> u64 {

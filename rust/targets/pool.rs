@@ -34,7 +34,7 @@ use crate::pdata::{
 };
 use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS};
 use crate::{dm_err, dm_warn};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use core::{fmt::Write, pin::Pin};
 use kernel::{
     alloc::flags::GFP_KERNEL,
@@ -109,6 +109,40 @@ impl Features {
     }
 }
 
+/// The pool's modes, as dm-thin's (those the control plane has). A pool only moves to a
+/// worse mode; a table reload starts afresh.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Write = 0,
+    ReadOnly = 1,
+    Fail = 2,
+}
+
+/// The mapped device's name, as dm prints it (`major:minor`), kept for log lines written where
+/// no `dm_target` is at hand (the waker).
+#[derive(Clone, Copy)]
+struct DevName([u8; 16]);
+
+impl DevName {
+    fn new(name: &CStr) -> Self {
+        let mut buf = [0u8; 16];
+        let src = name.as_bytes();
+        let n = src.len().min(buf.len() - 1);
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), src.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        Self(buf)
+    }
+}
+
+impl core::fmt::Display for DevName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let len = self.0.iter().position(|&c| c == 0).unwrap_or(self.0.len());
+        let s = self.0.get(..len).and_then(|b| core::str::from_utf8(b).ok());
+        f.write_str(s.unwrap_or("?"))
+    }
+}
+
 /// What the pool shares with its waker.
 #[pin_data]
 struct PoolCore {
@@ -120,6 +154,9 @@ struct PoolCore {
     waker: DelayedWork<PoolCore>,
     /// Whether the waker re-arms itself (between resume and suspend).
     active: AtomicBool,
+    /// The current [`Mode`].
+    mode: AtomicU8,
+    name: DevName,
     wq: Workqueue,
 }
 
@@ -137,18 +174,81 @@ impl DelayedWorkItem for PoolCore {
 }
 
 impl PoolCore {
-    fn commit(&self, why: &str) {
-        let mut md = self.md.lock();
-        if md.failed() || !md.changed_this_transaction() {
-            return;
-        }
-        if let Err(e) = md.commit() {
-            dm_err!(PREFIX, "commit ({}) failed: error {}", why, -e.errno());
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            0 => Mode::Write,
+            1 => Mode::ReadOnly,
+            _ => Mode::Fail,
         }
     }
 
+    /// Moves to a worse mode (never back), with dm-thin's log line.
+    fn degrade(&self, md: &mut PoolMetadata<BufioBm>, to: Mode) {
+        if to <= self.mode() {
+            return;
+        }
+        match to {
+            Mode::ReadOnly => dm_err!(PREFIX, "{}: switching pool to read-only mode", self.name),
+            _ => dm_err!(PREFIX, "{}: switching pool to failure mode", self.name),
+        }
+        md.set_read_only(true);
+        self.mode.store(to as u8, Ordering::Release);
+    }
+
+    /// A metadata operation failed: roll back to the last commit and stop writing, as
+    /// dm-thin. The rollback resets the existing dm-bufio client under the metadata lock; it
+    /// never creates one (seed 004).
+    fn metadata_failed(&self, md: &mut PoolMetadata<BufioBm>, op: &str, e: crate::pdata::Error) {
+        dm_err!(
+            PREFIX,
+            "{}: metadata operation '{}' failed: error = {}",
+            self.name,
+            op,
+            -e.errno()
+        );
+        dm_err!(
+            PREFIX,
+            "{}: aborting current metadata transaction",
+            self.name
+        );
+        let mut to = Mode::ReadOnly;
+        if md.abort().is_err() {
+            dm_err!(
+                PREFIX,
+                "{}: failed to abort metadata transaction",
+                self.name
+            );
+            to = Mode::Fail;
+        }
+        if md.set_needs_check().is_err() {
+            dm_err!(
+                PREFIX,
+                "{}: failed to set 'needs_check' flag in metadata",
+                self.name
+            );
+            to = Mode::Fail;
+        }
+        self.degrade(md, to);
+    }
+
+    /// Commits with the metadata lock held; a failure aborts (see `metadata_failed`).
+    fn commit_locked(&self, md: &mut PoolMetadata<BufioBm>) -> Result {
+        if self.mode() != Mode::Write || !md.changed_this_transaction() {
+            return Ok(());
+        }
+        md.commit().map_err(|e| {
+            self.metadata_failed(md, "commit", e);
+            to_kernel(e)
+        })
+    }
+
+    fn commit(&self) {
+        let mut md = self.md.lock();
+        let _ = self.commit_locked(&mut md);
+    }
+
     fn periodic_commit(this: Arc<Self>) {
-        this.commit("periodic");
+        this.commit();
         if this.active.load(Ordering::Acquire) {
             let _ = this
                 .wq
@@ -266,6 +366,12 @@ impl Target for Pool {
                 md <- new_mutex!(md, "rthin_pool_metadata"),
                 waker <- DelayedWork::new(),
                 active: AtomicBool::new(false),
+                mode: AtomicU8::new(if features.read_only {
+                    Mode::ReadOnly as u8
+                } else {
+                    Mode::Write as u8
+                }),
+                name: DevName::new(ctr.info().device_name()),
                 wq,
             }),
             GFP_KERNEL,
@@ -295,7 +401,7 @@ impl Target for Pool {
 
     fn postsuspend(this: Pin<&Self>) {
         PoolCore::stop_waker(&this.core);
-        this.core.commit("suspend");
+        this.core.commit();
     }
 
     fn resume(this: Pin<&Self>) {
@@ -328,8 +434,19 @@ impl Target for Pool {
             return Err(EINVAL);
         }
         if want > have {
-            md.resize_data(want).map_err(to_kernel)?;
-            md.commit().map_err(to_kernel)?;
+            if this.core.mode() != Mode::Write {
+                dm_err!(
+                    PREFIX,
+                    "{}: unable to grow the data device until repaired",
+                    this.core.name
+                );
+                return Err(EINVAL);
+            }
+            if let Err(e) = md.resize_data(want) {
+                this.core.metadata_failed(&mut md, "resize_data", e);
+                return Err(to_kernel(e));
+            }
+            this.core.commit_locked(&mut md)?;
         }
         Ok(())
     }
@@ -366,10 +483,11 @@ impl Target for Pool {
         let arg = |i| args.get(i).unwrap_or(c_str!(""));
         let name = arg(0).as_bytes();
         let mut md = this.core.md.lock();
-        if md.failed() {
+        if this.core.mode() != Mode::Write {
             dm_err!(
                 PREFIX,
-                "unable to service pool target messages in READ_ONLY or FAIL mode"
+                "{}: unable to service pool target messages in READ_ONLY or FAIL mode",
+                this.core.name
             );
             return Err(to_kernel(crate::pdata::Error::NotSupported));
         }
@@ -467,15 +585,7 @@ impl Target for Pool {
             Err(EINVAL)
         };
         if r.is_ok() {
-            if let Err(e) = md.commit() {
-                dm_err!(
-                    PREFIX,
-                    "{} message: commit failed, error = {}",
-                    arg(0),
-                    -e.errno()
-                );
-                return Err(to_kernel(e));
-            }
+            this.core.commit_locked(&mut md)?;
         }
         r
     }
@@ -494,7 +604,8 @@ fn metadata_reserve(nr_blocks: u64) -> u64 {
 impl Pool {
     fn info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
         let md = self.core.md.lock();
-        if md.failed() {
+        let mode = self.core.mode();
+        if mode == Mode::Fail {
             return out.write_str("Fail");
         }
         let (meta_total, data_total) = (md.nr_metadata_blocks(), md.nr_data_blocks());
@@ -516,11 +627,7 @@ impl Pool {
             0 => out.write_str("- ")?,
             root => write!(out, "{} ", root)?,
         }
-        out.write_str(if self.features.read_only {
-            "ro "
-        } else {
-            "rw "
-        })?;
+        out.write_str(if mode == Mode::ReadOnly { "ro " } else { "rw " })?;
         out.write_str(if self.features.ignore_discard {
             "ignore_discard "
         } else if self.features.no_discard_passdown {
@@ -548,6 +655,6 @@ impl PinnedDrop for Pool {
         // The destructor runs in process context: stop the waker, then commit what is
         // outstanding. The workqueue is destroyed with the last reference to the core.
         PoolCore::stop_waker(&self.core);
-        self.core.commit("close");
+        self.core.commit();
     }
 }
