@@ -330,7 +330,7 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256), max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn random_ops_match_model(ops in proptest::collection::vec(op(), 1..160)) {
         run(ops);
