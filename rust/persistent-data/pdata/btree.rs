@@ -407,10 +407,9 @@ fn split_sibling<B: BlockManager>(tm: &mut Tm<B>, b: u64) -> Result<(u64, u64)> 
     let mut right = bm.write_lock_zero(nb, Validator::BtreeNode)?;
     let lh = hdr(&left)?;
     init_node(&mut right, lh.internal, lh.vs)?;
+    // Nodes written elsewhere may use another max_entries; copy_entries
+    // checks that the moved entries fit.
     let rh = hdr(&right)?;
-    if rh.max != lh.max {
-        return Err(Error::Corrupt);
-    }
     let nl = lh.nr / 2;
     let nr = lh.nr - nl;
     copy_entries(&mut right, &rh, 0, &left, &lh, nl, nr)?;
@@ -434,9 +433,6 @@ fn split_beneath<B: BlockManager>(tm: &mut Tm<B>, b: u64) -> Result<()> {
         let mut c = bm.write_lock_zero(blk, Validator::BtreeNode)?;
         init_node(&mut c, h.internal, h.vs)?;
         let ch = hdr(&c)?;
-        if ch.max != h.max {
-            return Err(Error::Corrupt);
-        }
         copy_entries(&mut c, &ch, 0, &root, &h, from, n)?;
         set_nr(&mut c, n)?;
         *k = key_at(&c, 0)?;
@@ -519,6 +515,10 @@ fn prepare_insert<B: BlockManager>(
             ch.nr >= ch.max
         };
         if full {
+            if let Some(next) = balance_for_insert(tm, vt, cur, i, key)? {
+                cur = next;
+                continue;
+            }
             let (sib, sib_key) = split_sibling(tm, nchild)?;
             {
                 let mut g = tm.bm().write_lock(cur, Validator::BtreeNode)?;
@@ -646,6 +646,94 @@ fn shift_entries(d: &mut Block, h: &Hdr, from: usize, to: usize) -> Result<()> {
     Ok(())
 }
 
+/// Spreads the entries of adjacent siblings `l` and `r` (child `ri` of
+/// `pg`) evenly between them and fixes the parent's key for `r`.
+fn even_out(
+    pg: &mut Block,
+    ri: usize,
+    l: &mut Block,
+    lh: &mut Hdr,
+    r: &mut Block,
+    rh: &mut Hdr,
+) -> Result<()> {
+    if lh.vs != rh.vs || lh.internal != rh.internal {
+        return Err(Error::Corrupt);
+    }
+    let target = (lh.nr + rh.nr) / 2;
+    if lh.nr < target {
+        let n = target - lh.nr;
+        copy_entries(l, lh, lh.nr, r, rh, 0, n)?;
+        shift_entries(r, rh, n, 0)?;
+        lh.nr += n;
+        rh.nr -= n;
+    } else {
+        let n = lh.nr - target;
+        // Check the room first: shift_entries would refuse, but be explicit.
+        if rh.nr + n > rh.max {
+            return Err(Error::Corrupt);
+        }
+        shift_entries(r, rh, 0, n)?;
+        rh.nr += n;
+        copy_entries(r, rh, 0, l, lh, target, n)?;
+        lh.nr = target;
+    }
+    set_nr(l, lh.nr)?;
+    set_nr(r, rh.nr)?;
+    put_u64(&mut pg[..], key_off(ri), key_at(r, 0)?)
+}
+
+/// Before splitting the full child `i` of `parent`, tries to make room by
+/// spreading its entries over a sibling with space (as dm-btree does), which
+/// keeps nodes fuller. Returns the child now covering `key`, or `None` if
+/// no sibling has room.
+fn balance_for_insert<B: BlockManager>(
+    tm: &mut Tm<B>,
+    vt: &mut dyn ValueType<B>,
+    parent: u64,
+    i: usize,
+    key: u64,
+) -> Result<Option<u64>> {
+    let (ph, sibs) = {
+        let g = tm.bm().read_lock(parent, Validator::BtreeNode)?;
+        let ph = hdr(&g)?;
+        let left = i.checked_sub(1).map(|j| (j, i));
+        let right = if i + 1 < ph.nr {
+            Some((i, i + 1))
+        } else {
+            None
+        };
+        (ph, [left, right])
+    };
+    for (li, ri) in sibs.into_iter().flatten() {
+        let sib = if li == i { ri } else { li };
+        let (sn, cn, max) = {
+            let g = tm.bm().read_lock(parent, Validator::BtreeNode)?;
+            let sb = child_at(&g, &ph, sib)?;
+            let cb = child_at(&g, &ph, i)?;
+            let sh = hdr(&*tm.bm().read_lock(sb, Validator::BtreeNode)?)?;
+            let ch = hdr(&*tm.bm().read_lock(cb, Validator::BtreeNode)?)?;
+            (sh.nr, ch.nr, sh.max.min(ch.max))
+        };
+        // After evening out both must keep a free slot.
+        if sn + cn + 2 > 2 * max {
+            continue;
+        }
+        let lb = shadow_child(tm, vt, parent, li)?;
+        let rb = shadow_child(tm, vt, parent, ri)?;
+        let bm = tm.bm();
+        let mut pg = bm.write_lock(parent, Validator::BtreeNode)?;
+        let mut l = bm.write_lock(lb, Validator::BtreeNode)?;
+        let mut r = bm.write_lock(rb, Validator::BtreeNode)?;
+        let mut lh = hdr(&l)?;
+        let mut rh = hdr(&r)?;
+        even_out(&mut pg, ri, &mut l, &mut lh, &mut r, &mut rh)?;
+        let ph = hdr(&pg)?;
+        let j = lower_bound(&pg, &ph, key)?.ok_or(Error::Corrupt)?;
+        return Ok(Some(child_at(&pg, &ph, j)?));
+    }
+    Ok(None)
+}
+
 /// Makes sure child `i` of `parent` (internal, already shadowed) can lose
 /// an entry: if it is at the minimum fill it is merged with or refilled
 /// from a sibling. Returns the index of the child now covering `key`.
@@ -673,7 +761,7 @@ fn rebalance_child<B: BlockManager>(
         let mut ph = hdr(&pg)?;
         let mut lh = hdr(&l)?;
         let mut rh = hdr(&r)?;
-        if lh.max != rh.max || lh.vs != rh.vs || lh.internal != rh.internal {
+        if lh.vs != rh.vs || lh.internal != rh.internal {
             return Err(Error::Corrupt);
         }
         if lh.nr + rh.nr <= lh.max {
@@ -683,23 +771,7 @@ fn rebalance_child<B: BlockManager>(
             delete_at(&mut pg, &mut ph, ri)?;
             true
         } else {
-            let target = (lh.nr + rh.nr) / 2;
-            if lh.nr < target {
-                let n = target - lh.nr;
-                copy_entries(&mut l, &lh, lh.nr, &r, &rh, 0, n)?;
-                shift_entries(&mut r, &rh, n, 0)?;
-                lh.nr += n;
-                rh.nr -= n;
-            } else {
-                let n = lh.nr - target;
-                shift_entries(&mut r, &rh, 0, n)?;
-                rh.nr += n;
-                copy_entries(&mut r, &rh, 0, &l, &lh, target, n)?;
-                lh.nr = target;
-            }
-            set_nr(&mut l, lh.nr)?;
-            set_nr(&mut r, rh.nr)?;
-            put_u64(&mut pg[..], key_off(ri), key_at(&r, 0)?)?;
+            even_out(&mut pg, ri, &mut l, &mut lh, &mut r, &mut rh)?;
             false
         }
     };

@@ -333,3 +333,43 @@ fn metadata_exhaustion_fails_cleanly_and_aborts() {
     assert_eq!(p.mapped_count(1).unwrap(), committed);
     assert!(committed > 0);
 }
+
+#[test]
+fn many_devices_split_top_level_and_details_trees() {
+    let nr = 4096;
+    let (bm, disk) = mem_bm(nr);
+    let mut p = PoolMetadata::format(bm, 128, 100_000).unwrap();
+    for d in 0..700u64 {
+        p.create_thin(d * 3).unwrap();
+        for i in 0..(d % 5) {
+            let b = p.alloc_data_block().unwrap();
+            p.insert_block(d * 3, i * 100, b).unwrap();
+        }
+    }
+    p.commit().unwrap();
+    for d in 0..300u64 {
+        p.create_snap(5000 + d, d * 3).unwrap();
+    }
+    for d in (0..700u64).step_by(2) {
+        p.delete_thin(d * 3).unwrap();
+    }
+    p.commit().unwrap();
+    let rep = check(p.bm()).unwrap();
+    assert_eq!(rep.devices, 350 + 300);
+    for d in 0..300u64 {
+        let n = p.mapped_count(5000 + d).unwrap();
+        assert_eq!(n, d % 5);
+        if n > 0 {
+            let orig = p.find_block(5000 + d, 0, true).unwrap();
+            assert!(orig.shared);
+        }
+    }
+    if tools_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("m");
+        write_image(&disk, nr, &img);
+        let (ok, out) = thin_check(&img);
+        assert!(ok, "{out}");
+        assert_eq!(parse_dump(&thin_dump(&img, &[])).len(), 650);
+    }
+}

@@ -125,7 +125,7 @@ fn remove_range_and_sequential_inserts() {
     let mut tm = new_tm(20000);
     let mut root = btree::empty(&mut tm, 8).unwrap();
     let mut model = BTreeMap::new();
-    for k in 0..40_000u64 {
+    for k in 0..100_000u64 {
         root = btree::insert(&mut tm, &mut NoRefs(8), root, k * 2, &k.to_le_bytes())
             .unwrap()
             .0;
@@ -136,7 +136,7 @@ fn remove_range_and_sequential_inserts() {
     for (b, e) in [
         (100, 5000),
         (30_000, 30_001),
-        (79_990, 200_000),
+        (179_990, 300_000),
         (0, 7),
         (20_000, 60_000),
     ] {

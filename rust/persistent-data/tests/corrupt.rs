@@ -7,7 +7,7 @@ use rthin_pdata::host::fuzz::{build_base, corrupt, exercise};
 fn corrupted_metadata_never_panics() {
     let base = build_base();
     let mut total = rthin_pdata::host::fuzz::Outcome::default();
-    for seed in 1..=300u64 {
+    for seed in 1..=1500u64 {
         let disk = base.snapshot();
         let what = corrupt(&disk, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&disk, seed)));

@@ -5,7 +5,7 @@ mod common;
 use proptest::prelude::*;
 use rthin_pdata::host::check::check;
 use rthin_pdata::host::{HostBm, MemBm, MemDisk};
-use rthin_pdata::{Error, PoolMetadata};
+use rthin_pdata::{BlockManager, Error, PoolMetadata};
 use std::collections::BTreeMap;
 
 const META: u64 = 2048;
@@ -297,10 +297,40 @@ fn run(ops: Vec<Op>) {
     let bm = rig.p.take().unwrap().into_bm();
     let p = PoolMetadata::open(bm, true).unwrap();
     verify_lookups(&p, &cur);
+    let nr_meta = p.bm().nr_blocks();
+    drop(p);
+    // External oracle on the final image of every fourth sequence.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if RUNS
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .is_multiple_of(4)
+        && common::tools_present()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("meta");
+        common::write_image(&rig.disk, nr_meta, &img);
+        let (ok, out) = common::thin_check(&img);
+        assert!(ok, "thin_check failed:\n{out}");
+        let dump = common::parse_dump(&common::thin_dump(&img, &[]));
+        let want: common::Dump = cur
+            .devs
+            .iter()
+            .map(|(d, dev)| {
+                (
+                    *d,
+                    (
+                        dev.maps.len() as u64,
+                        dev.maps.iter().map(|(v, (b, t))| (*v, *b, *t)).collect(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(dump, want, "thin_dump differs from the model");
+    }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256), max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn random_ops_match_model(ops in proptest::collection::vec(op(), 1..160)) {
         run(ops);

@@ -10,9 +10,14 @@ pub fn tools_present() -> bool {
 }
 
 pub fn write_image(disk: &MemDisk, nr_blocks: u64, path: &Path) {
+    use std::os::unix::fs::FileExt;
     let mut f = std::fs::File::create(path).unwrap();
-    for b in 0..nr_blocks {
-        f.write_all(&disk.get(b)).unwrap();
+    f.set_len(nr_blocks * BLOCK_SIZE as u64).unwrap();
+    for b in 0..nr_blocks.min(disk.len_blocks()) {
+        let d = disk.get(b);
+        if d.iter().any(|&x| x != 0) {
+            f.write_all_at(&d, b * BLOCK_SIZE as u64).unwrap();
+        }
     }
     f.flush().unwrap();
     assert_eq!(
