@@ -31,8 +31,9 @@
 //!   the in-flight reference count is a lifetime [`crate::dm::lifetime::Ref`].
 //! - `rthin-pool` takes its metadata mutex (rank 2) in messages, status, suspend/resume and
 //!   its destructor, and nothing while holding it. Its dm-bufio client, whose creation
-//!   registers a shrinker, is made in the constructor before the mutex exists (seed 004). The
-//!   pool has no abort path yet; when it gets one, it rolls back with [`crate::targets::metadata::BufioBm::reset`]
-//!   (`dm_bufio_client_reset` of the existing client), never by creating a client.
+//!   registers a shrinker, is made in the constructor before the mutex exists (seed 004). A
+//!   failed metadata operation aborts under the mutex, and the abort rolls back by resetting
+//!   that client (`dm_bufio_client_reset`, through `BlockManager::reset`), never by creating
+//!   a new one.
 //! - dm-bufio's per-buffer lock words ([`crate::dm::bufio`]) are not locks one waits on: a
 //!   conflicting request fails at once with `EBUSY`.

@@ -35,12 +35,6 @@ impl BufioBm {
         let nr_blocks = client.nr_blocks().min(MAX_METADATA_BLOCKS);
         Self { client, nr_blocks }
     }
-
-    /// Drops every cached block, so the next reads come from disk: used to roll back to the
-    /// last commit. The existing client is reset, never recreated (seed 004).
-    pub fn reset(&mut self) {
-        self.client.reset();
-    }
 }
 
 /// The kernel errno for a persistent-data error.
@@ -185,6 +179,12 @@ impl BlockManager for BufioBm {
 
     fn flush(&self) -> Result<()> {
         self.client.write_dirty().map_err(from_kernel)
+    }
+
+    /// Drops every cached block, so the next reads come from disk: how an abort rolls back
+    /// to the last commit. The existing client is reset, never recreated (seed 004).
+    fn reset(&mut self) {
+        self.client.reset();
     }
 
     fn alloc_buf(&self) -> Result<ScratchBuf> {

@@ -140,6 +140,9 @@ pub trait BlockManager {
     fn flush(&self) -> Result<()>;
     /// Allocates a zeroed scratch buffer, [`Error::NoMem`] on failure.
     fn alloc_buf(&self) -> Result<Self::Buf>;
+    /// Drops every cached block, so that later locks read from the device: how an abort
+    /// rolls back. An environment without a cache of its own has nothing to do.
+    fn reset(&mut self) {}
 }
 
 /// Reads a little-endian u32 at `off`.

@@ -154,7 +154,7 @@ pub(crate) fn scan_free<B: BlockManager>(
     };
     let mut e = lo;
     while e < hi.min(ENTRIES_PER_BITMAP) {
-        if e.is_multiple_of(32) {
+        if e % 32 == 0 {
             let w = get_u64(&g[..], word_off(e))?;
             if (w | (w >> 1)) & 0x5555_5555_5555_5555 == 0x5555_5555_5555_5555 {
                 e += 32;

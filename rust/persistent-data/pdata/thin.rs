@@ -255,7 +255,7 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// commits it.
     pub fn format(bm: B, data_block_size: u32, nr_data_blocks: u64) -> Result<Self> {
         if !(DATA_BLOCK_SIZE_MIN..=DATA_BLOCK_SIZE_MAX).contains(&data_block_size)
-            || !data_block_size.is_multiple_of(DATA_BLOCK_SIZE_MIN)
+            || data_block_size % DATA_BLOCK_SIZE_MIN != 0
             || nr_data_blocks > MAX_DATA_BLOCK
         {
             return Err(Error::Inval);
@@ -401,6 +401,9 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// Throws away the current transaction and reloads the last committed
     /// state.
     pub fn abort(&mut self) -> Result<()> {
+        // Drop whatever the environment cached of the abandoned transaction, so everything
+        // below is read back from the device.
+        self.tm.bm_mut().reset();
         let sb = read_super(self.tm.bm())?;
         self.tm.reset(&sb.meta_sm)?;
         self.data_sm = DiskSm::open(&sb.data_sm)?;

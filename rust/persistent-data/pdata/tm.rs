@@ -143,6 +143,11 @@ impl<B: BlockManager> Tm<B> {
         &self.bm
     }
 
+    /// The block manager, to reset it.
+    pub fn bm_mut(&mut self) -> &mut B {
+        &mut self.bm
+    }
+
     /// Gives the block manager back.
     pub fn into_bm(self) -> B {
         self.bm
@@ -165,11 +170,7 @@ impl<B: BlockManager> Tm<B> {
     }
 
     fn queued(&self) -> impl Iterator<Item = u64> + '_ {
-        self.queue.chunks_exact(8).take(self.qlen).map(|c| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            u64::from_le_bytes(a)
-        })
+        (0..self.qlen).filter_map(move |i| get_u64(&self.queue[..], i * 8).ok())
     }
 
     fn queued_delta(&self, b: u64) -> i64 {
