@@ -40,6 +40,27 @@ ktap_done() {
 	[ $_ktap_fail = 0 ]
 }
 
+# run_suite NAME:FUNCTION...: a KTAP plan, each test, and the suite's exit status.
+run_suite() {
+	local t
+	ktap_plan $#
+	for t in "$@"; do run_test "${t%%:*}" "${t#*:}"; done
+	ktap_done
+}
+
+# expect_refused TARGET TABLE MESSAGE: creating a device with TABLE fails, the kernel log
+# says "TARGET: MESSAGE" (or MESSAGE from dm core, where TARGET is empty), and no device is
+# left behind.
+expect_refused() {
+	local tgt=$1 table=$2 msg=$3 log
+	kmsg_mark
+	! dmsetup create rt_bad --table "$table" 2>/dev/null || fail "$tgt accepted '$table'"
+	log=$(kmsg_since)
+	echo "$tgt '$table': $(grep -m1 'device-mapper: table' <<<"$log")"
+	grep -q "${tgt:+$tgt: }$msg" <<<"$log" || fail "$tgt '$table': no '$msg' in the kernel log: $log"
+	! dmsetup info rt_bad >/dev/null 2>&1 || fail "$tgt '$table': device left behind"
+}
+
 fail() { echo "FAIL: $*"; return 1; }
 
 # An upstream module from the test kernel's own build.

@@ -74,20 +74,14 @@ t_bad_tables() {
 		"0 100 %s 250:250 0"                        "Device lookup failed"
 		"0 100 %s $DATA_DEV $(( $(sectors "$DATA_DEV") - 50 ))"  "too small for target"
 	)
-	local i msg t tgt log
+	local i msg tgt
 	for ((i = 0; i < ${#cases[@]}; i += 2)); do
 		for tgt in linear rlinear; do
 			msg=${cases[i+1]}
 			case "$msg" in *"|"*) [ $tgt = linear ] && msg=${msg%|*} || msg=${msg#*|} ;; esac
-			t=${cases[i]//%s/$tgt}
-			kmsg_mark
-			if dmsetup create rt_bad --table "$t" 2>"$TMP/err"; then
-				fail "$tgt accepted bad table '$t'"
-			fi
-			log=$(kmsg_since)
-			echo "$tgt '$t': $(grep -m1 "device-mapper: table" <<<"$log")"
-			grep -q "$msg" <<<"$log" || fail "$tgt '$t': no '$msg' in kernel log: $log"
-			! dmsetup info rt_bad >/dev/null 2>&1 || fail "$tgt '$t': device left behind"
+			# "too small for target" comes from dm core, without the target's name.
+			case "$msg" in "too small"*) expect_refused "" "${cases[i]//%s/$tgt}" "$msg" ;;
+			*) expect_refused "$tgt" "${cases[i]//%s/$tgt}" "$msg" ;; esac
 		done
 	done
 }
@@ -184,6 +178,4 @@ tests=(
 	rlinear_remove_under_io:t_remove_under_io
 	rlinear_module_cycles:t_module_cycles
 )
-ktap_plan ${#tests[@]}
-for t in "${tests[@]}"; do run_test "${t%%:*}" "${t#*:}"; done
-ktap_done
+run_suite "${tests[@]}"
