@@ -708,26 +708,9 @@ impl<B: BlockManager> PoolMetadata<B> {
         let mut d = self.device_details(dev)?;
         let value = pack_block_time(data_block, self.sb.time).to_le_bytes();
         self.modify(|p| {
-            let mut inserted = false;
-            {
-                let PoolMetadata {
-                    tm, data_sm, sb, ..
-                } = &mut *p;
-                sb.mapping_root = btree::insert_with(
-                    tm,
-                    &mut SubtreeRefs { sm: None },
-                    sb.mapping_root,
-                    dev,
-                    |tm, old| {
-                        let sub = get_u64(old.ok_or(Error::Corrupt)?, 0)?;
-                        let (nsub, ins) =
-                            btree::insert(tm, &mut DataRefs { sm: data_sm }, sub, block, &value)?;
-                        inserted = ins;
-                        Ok(val8(nsub))
-                    },
-                )?
-                .0;
-            }
+            let inserted = p.update_dev_subtree(dev, |tm, refs, sub| {
+                btree::insert(tm, refs, sub, block, &value)
+            })?;
             if inserted {
                 d.mapped_blocks = d.mapped_blocks.checked_add(1).ok_or(Error::Corrupt)?;
                 p.put_details(dev, &d)?;
@@ -750,37 +733,43 @@ impl<B: BlockManager> PoolMetadata<B> {
         self.writable()?;
         let mut d = self.device_details(dev)?;
         self.modify(|p| {
-            let mut count = 0;
-            {
-                let PoolMetadata {
-                    tm, data_sm, sb, ..
-                } = &mut *p;
-                sb.mapping_root = btree::insert_with(
-                    tm,
-                    &mut SubtreeRefs { sm: None },
-                    sb.mapping_root,
-                    dev,
-                    |tm, old| {
-                        let sub = get_u64(old.ok_or(Error::Corrupt)?, 0)?;
-                        let (nsub, n) = btree::remove_range(
-                            tm,
-                            &mut DataRefs { sm: data_sm },
-                            sub,
-                            begin,
-                            end,
-                        )?;
-                        count = n;
-                        Ok(val8(nsub))
-                    },
-                )?
-                .0;
-            }
+            let count = p.update_dev_subtree(dev, |tm, refs, sub| {
+                btree::remove_range(tm, refs, sub, begin, end)
+            })?;
             if count > 0 {
                 d.mapped_blocks = d.mapped_blocks.checked_sub(count).ok_or(Error::Corrupt)?;
                 p.put_details(dev, &d)?;
             }
             Ok(count)
         })
+    }
+
+    /// Replaces the mapping subtree of `dev` by the root `f` returns for it, given the
+    /// transaction manager, the data block reference counting and the current root; returns
+    /// what else `f` returned.
+    fn update_dev_subtree<R: Default>(
+        &mut self,
+        dev: u64,
+        f: impl FnOnce(&mut Tm<B>, &mut DataRefs<'_>, u64) -> Result<(u64, R)>,
+    ) -> Result<R> {
+        let PoolMetadata {
+            tm, data_sm, sb, ..
+        } = self;
+        let mut out = R::default();
+        sb.mapping_root = btree::insert_with(
+            tm,
+            &mut SubtreeRefs { sm: None },
+            sb.mapping_root,
+            dev,
+            |tm, old| {
+                let sub = get_u64(old.ok_or(Error::Corrupt)?, 0)?;
+                let (nsub, r) = f(tm, &mut DataRefs { sm: data_sm }, sub)?;
+                out = r;
+                Ok(val8(nsub))
+            },
+        )?
+        .0;
+        Ok(out)
     }
 
     /// Allocates a data block (count one). [`Error::NoSpace`] if none is
