@@ -116,6 +116,35 @@ t_rthin_opens_upstream_metadata() {
 	[ "$(status_field rt_up 1)" = 4 ] || fail "upstream sees transaction id $(status_field rt_up 1)"
 }
 
+# With feature arguments, and in read-only mode, rthin-pool prints the same table and status
+# lines as upstream thin-pool on the same metadata; a read-only pool refuses messages.
+t_features_match_upstream() {
+	load_rthin
+	kmod dm-thin-pool
+	wipe_meta
+	dmsetup create rt_pool --table "$(pool_table rthin-pool)"
+	dmsetup message rt_pool 0 create_thin 1
+	dmsetup message rt_pool 0 set_transaction_id 0 2
+	dmsetup remove rt_pool
+	local f tgt
+	local -A line
+	for f in "" "1 skip_block_zeroing" "2 error_if_no_space ignore_discard" \
+		"1 no_discard_passdown" "3 no_discard_passdown skip_block_zeroing error_if_no_space" \
+		"1 read_only"; do
+		for tgt in thin-pool rthin-pool; do
+			dmsetup create rt_f --table "$(pool_table $tgt "" "$f")"
+			echo "$tgt [$f]: $(dmsetup table rt_f | cut -d' ' -f4-) | $(dmsetup status rt_f | cut -d' ' -f4-)"
+			line[$tgt]="$(dmsetup table rt_f | cut -d' ' -f4-)|$(dmsetup status rt_f | cut -d' ' -f4-)"
+			if [ "$f" = "1 read_only" ]; then
+				! dmsetup message rt_f 0 create_thin 5 2>/dev/null || fail "$tgt: read-only pool accepted a message"
+			fi
+			dmsetup remove rt_f
+		done
+		[ "${line[rthin-pool]}" = "${line[thin-pool]}" ] || fail "features [$f]: lines differ"
+	done
+	thin_check "$META_DEV" || fail "thin_check"
+}
+
 # Bad pool tables are refused with dm-thin's own message for the same line.
 t_bad_tables() {
 	load_rthin
@@ -263,6 +292,7 @@ tests=(
 	pool_format_and_messages:t_format_and_messages
 	pool_upstream_opens_rthin_metadata:t_upstream_opens_rthin_metadata
 	pool_rthin_opens_upstream_metadata:t_rthin_opens_upstream_metadata
+	pool_features_match_upstream:t_features_match_upstream
 	pool_bad_tables:t_bad_tables
 	pool_message_errors:t_message_errors
 	pool_corrupt_metadata:t_corrupt_metadata
