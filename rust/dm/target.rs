@@ -761,6 +761,9 @@ impl<T: Target> Callbacks<T> {
     }
 
     fn target_type(module: &'static ThisModule) -> bindings::target_type {
+        // Each optional callback is named only inside a branch on its constant `HAS_*` flag:
+        // taking its address unconditionally (e.g. `HAS_X.then_some(cb as _)`) would
+        // instantiate the trait's `build_error!` default and fail the module's link.
         bindings::target_type {
             features: T::FEATURES,
             name: T::NAME.as_char_ptr(),

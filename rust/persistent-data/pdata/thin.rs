@@ -514,17 +514,22 @@ impl<B: BlockManager> PoolMetadata<B> {
         })
     }
 
-    /// Creates an empty thin device `dev`.
-    pub fn create_thin(&mut self, dev: u64) -> Result<()> {
-        self.writable()?;
+    /// Checks that `dev` is a valid id that no device has yet.
+    fn check_new_dev(&self, dev: u64) -> Result<()> {
         if dev > MAX_DEV_ID {
             return Err(Error::Inval);
         }
         match self.device_details(dev) {
-            Ok(_) => return Err(Error::Exists),
-            Err(Error::NoData) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Err(Error::Exists),
+            Err(Error::NoData) => Ok(()),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Creates an empty thin device `dev`.
+    pub fn create_thin(&mut self, dev: u64) -> Result<()> {
+        self.writable()?;
+        self.check_new_dev(dev)?;
         self.modify(|p| {
             let sub = btree::empty(&mut p.tm, 8)?;
             p.sb.mapping_root = btree::insert(
@@ -549,14 +554,7 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// tree. Bumps the pool time.
     pub fn create_snap(&mut self, dev: u64, origin: u64) -> Result<()> {
         self.writable()?;
-        if dev > MAX_DEV_ID {
-            return Err(Error::Inval);
-        }
-        match self.device_details(dev) {
-            Ok(_) => return Err(Error::Exists),
-            Err(Error::NoData) => {}
-            Err(e) => return Err(e),
-        }
+        self.check_new_dev(dev)?;
         let mut od = self.device_details(origin)?;
         let origin_root = self.subtree_root(origin, true)?;
         self.modify(|p| {
