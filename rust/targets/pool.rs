@@ -277,15 +277,6 @@ pub struct Pool {
     core: Arc<PoolCore>,
 }
 
-fn ctr_err(e: Error, msg: &'static CStr) -> CtrError {
-    CtrError::new(e, msg)
-}
-
-/// A decimal argument parsed as dm-thin's `kstrtoull` would, but without a sign or newline.
-fn number(arg: &CStr) -> Option<u64> {
-    parse_u64(arg)
-}
-
 #[vtable]
 impl Target for Pool {
     const NAME: &'static CStr = c_str!("rthin-pool");
@@ -301,37 +292,38 @@ impl Target for Pool {
         let mut argv: KVec<&CStr> = KVec::new();
         for a in args {
             argv.push(a, GFP_KERNEL)
-                .map_err(|_| ctr_err(ENOMEM, c_str!("Cannot allocate pool arguments")))?;
+                .map_err(|_| CtrError::new(ENOMEM, c_str!("Cannot allocate pool arguments")))?;
         }
         if argv.len() < 4 {
-            return Err(ctr_err(EINVAL, c_str!("Invalid argument count")));
+            return Err(CtrError::new(EINVAL, c_str!("Invalid argument count")));
         }
         let features = Features::parse(&argv[4..])?;
         let metadata_dev = ctr
             .get_device(argv[0])
-            .map_err(|e| ctr_err(e, c_str!("Error opening metadata block device")))?;
+            .map_err(|e| CtrError::new(e, c_str!("Error opening metadata block device")))?;
         let data_dev = ctr
             .get_device(argv[1])
-            .map_err(|e| ctr_err(e, c_str!("Error getting data device")))?;
-        let sectors_per_block = number(argv[2])
+            .map_err(|e| CtrError::new(e, c_str!("Error getting data device")))?;
+        let sectors_per_block = parse_u64(argv[2])
             .filter(|&b| {
                 (u64::from(DATA_BLOCK_SIZE_MIN)..=u64::from(DATA_BLOCK_SIZE_MAX)).contains(&b)
                     && b % u64::from(DATA_BLOCK_SIZE_MIN) == 0
             })
-            .ok_or(ctr_err(EINVAL, c_str!("Invalid block size")))?
+            .ok_or(CtrError::new(EINVAL, c_str!("Invalid block size")))?
             as u32;
         let low_water_blocks =
-            number(argv[3]).ok_or(ctr_err(EINVAL, c_str!("Invalid low water mark")))?;
+            parse_u64(argv[3]).ok_or(CtrError::new(EINVAL, c_str!("Invalid low water mark")))?;
 
         let meta_blocks = (metadata_dev.nr_sectors() / 8).min(MAX_METADATA_BLOCKS);
         let metadata_threshold = (meta_blocks / 4).min(1024);
         let nr_data_blocks = ctr.info().len() / u64::from(sectors_per_block);
 
         const NO_MD: &CStr = c_str!("Error creating metadata object");
+        const NO_POOL: &CStr = c_str!("Error allocating pool");
         let metadata_dev =
-            Arc::new(metadata_dev, GFP_KERNEL).map_err(|_| ctr_err(ENOMEM, NO_MD))?;
+            Arc::new(metadata_dev, GFP_KERNEL).map_err(|_| CtrError::new(ENOMEM, NO_MD))?;
         // The bufio client registers a shrinker: created here, with no lock held.
-        let client = Client::new(metadata_dev.clone(), 64).map_err(|e| ctr_err(e, NO_MD))?;
+        let client = Client::new(metadata_dev.clone(), 64).map_err(|e| CtrError::new(e, NO_MD))?;
         let bm = BufioBm::new(client);
         let md = if features.read_only {
             PoolMetadata::open(bm, true)
@@ -344,7 +336,7 @@ impl Target for Pool {
                 "could not open or format the pool metadata: error {}",
                 -e.errno()
             );
-            ctr_err(to_kernel(e), NO_MD)
+            CtrError::new(to_kernel(e), NO_MD)
         })?;
         if md.data_block_size() != sectors_per_block {
             dm_err!(
@@ -353,14 +345,14 @@ impl Target for Pool {
                 md.data_block_size(),
                 sectors_per_block
             );
-            return Err(ctr_err(EINVAL, NO_MD));
+            return Err(CtrError::new(EINVAL, NO_MD));
         }
 
         ctr.set_num_flush_bios(1);
         if !features.ignore_discard {
             ctr.set_num_discard_bios(1);
         }
-        let wq = Workqueue::new(c_str!("dm-rthin-pool")).map_err(|e| ctr_err(e, NO_MD))?;
+        let wq = Workqueue::new(c_str!("dm-rthin-pool")).map_err(|e| CtrError::new(e, NO_MD))?;
         let core = Arc::pin_init(
             pin_init!(PoolCore {
                 md <- new_mutex!(md, "rthin_pool_metadata"),
@@ -376,7 +368,7 @@ impl Target for Pool {
             }),
             GFP_KERNEL,
         )
-        .map_err(|_| ctr_err(ENOMEM, c_str!("Error allocating pool")))?;
+        .map_err(|_| CtrError::new(ENOMEM, NO_POOL))?;
         KBox::pin_init(
             pin_init!(Pool {
                 metadata_dev,
@@ -390,7 +382,7 @@ impl Target for Pool {
             }),
             GFP_KERNEL,
         )
-        .map_err(|_| ctr_err(ENOMEM, c_str!("Error allocating pool")))
+        .map_err(|_| CtrError::new(ENOMEM, NO_POOL))
     }
 
     fn map(this: Pin<&Self>, _ti: &TargetInfo, bio: &mut Bio<'_>) -> MapResult<()> {
@@ -505,7 +497,7 @@ impl Target for Pool {
         };
         let dev_id = |i: usize| {
             let a = arg(i);
-            match number(a) {
+            match parse_u64(a) {
                 Some(id) if id <= MAX_DEV_ID => Ok(id),
                 _ => {
                     dm_warn!(PREFIX, "Message received with invalid device id: {}", a);
@@ -545,7 +537,7 @@ impl Target for Pool {
             })
         } else if name.eq_ignore_ascii_case(b"set_transaction_id") {
             want(3)?;
-            let old = number(arg(1)).ok_or_else(|| {
+            let old = parse_u64(arg(1)).ok_or_else(|| {
                 dm_warn!(
                     PREFIX,
                     "set_transaction_id message: Unrecognised id {}.",
@@ -553,7 +545,7 @@ impl Target for Pool {
                 );
                 EINVAL
             })?;
-            let new = number(arg(2)).ok_or_else(|| {
+            let new = parse_u64(arg(2)).ok_or_else(|| {
                 dm_warn!(
                     PREFIX,
                     "set_transaction_id message: Unrecognised new id {}.",
