@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Bios as device-mapper targets see them in `map` and `end_io`.
+//! Bios as device-mapper targets see them: lent in `map` and `end_io` ([`Bio`]), or taken over
+//! by the target to be finished later ([`OwnedBio`], kept in a [`BioList`]).
 //!
 //! C header: [`include/linux/blk_types.h`](srctree/include/linux/blk_types.h)
 
 use super::{bindings, device::DmDev};
-use core::{marker::PhantomData, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    mem,
+    ops::{Deref, DerefMut},
+    ptr::{self, NonNull},
+};
+use kernel::types::Opaque;
 
 /// The operation of a bio (`bio_op()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,35 +65,24 @@ impl BlkStatus {
     }
 }
 
-/// A bio that device-mapper lends to a target for the duration of one callback.
+/// The fields of a bio a target may read and change. [`Bio`] and [`OwnedBio`] dereference
+/// to it.
 ///
 /// # Invariants
 ///
-/// `ptr` points to a valid `struct bio` that no one else modifies for `'a`.
-pub struct Bio<'a> {
-    ptr: NonNull<bindings::bio>,
-    _p: PhantomData<&'a mut bindings::bio>,
-}
+/// Only reached through a `Bio` or an `OwnedBio`, whose invariants make the bio valid and
+/// exclusively the holder's.
+#[repr(transparent)]
+pub struct BioView(Opaque<bindings::bio>);
 
-impl<'a> Bio<'a> {
-    /// Wraps a bio lent by device-mapper.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must point to a valid bio that the caller may modify, and that nothing else
-    /// accesses, for `'a`.
-    pub(crate) unsafe fn from_raw(ptr: *mut bindings::bio) -> Self {
-        // INVARIANT: by the safety requirements.
-        Self {
-            // SAFETY: the caller passes a valid, hence non-null, bio.
-            ptr: unsafe { NonNull::new_unchecked(ptr) },
-            _p: PhantomData,
-        }
+impl BioView {
+    fn raw(&self) -> *mut bindings::bio {
+        self.0.get()
     }
 
     fn opf(&self) -> bindings::blk_opf_t {
-        // SAFETY: by the type invariant the bio is valid for reads.
-        unsafe { (*self.ptr.as_ptr()).bi_opf }
+        // SAFETY: the bio is valid (type invariant).
+        unsafe { (*self.raw()).bi_opf }
     }
 
     /// The bio's operation.
@@ -115,20 +111,20 @@ impl<'a> Bio<'a> {
 
     /// First sector of the bio.
     pub fn sector(&self) -> u64 {
-        // SAFETY: by the type invariant the bio is valid for reads.
-        unsafe { (*self.ptr.as_ptr()).bi_iter.bi_sector }
+        // SAFETY: the bio is valid (type invariant).
+        unsafe { (*self.raw()).bi_iter.bi_sector }
     }
 
     /// Moves the bio to start at `sector`.
     pub fn set_sector(&mut self, sector: u64) {
-        // SAFETY: by the type invariant the bio is valid, and ours to modify.
-        unsafe { (*self.ptr.as_ptr()).bi_iter.bi_sector = sector };
+        // SAFETY: the bio is valid and ours to modify (type invariant).
+        unsafe { (*self.raw()).bi_iter.bi_sector = sector };
     }
 
     /// Size of the bio's data in bytes.
     pub fn size(&self) -> u32 {
-        // SAFETY: by the type invariant the bio is valid for reads.
-        unsafe { (*self.ptr.as_ptr()).bi_iter.bi_size }
+        // SAFETY: the bio is valid (type invariant).
+        unsafe { (*self.raw()).bi_iter.bi_size }
     }
 
     /// Size of the bio's data in 512-byte sectors.
@@ -136,23 +132,301 @@ impl<'a> Bio<'a> {
         self.size() >> 9
     }
 
+    /// The status the bio has (set by the device that completed it, or by the target).
+    pub fn status(&self) -> BlkStatus {
+        // SAFETY: the bio is valid (type invariant).
+        BlkStatus::from_raw(unsafe { (*self.raw()).bi_status })
+    }
+
     /// Fills the bio's data with zeroes (a read of space that holds nothing).
     pub fn zero_fill(&mut self) {
         // SAFETY: the bio is valid and ours (type invariant); its current iterator describes
         // the data pages it carries.
-        unsafe { bindings::zero_fill_bio_iter(self.ptr.as_ptr(), (*self.ptr.as_ptr()).bi_iter) };
+        unsafe { bindings::zero_fill_bio_iter(self.raw(), (*self.raw()).bi_iter) };
     }
 
     /// Sets the status the bio completes with.
-    pub(crate) fn set_status(&mut self, status: BlkStatus) {
+    pub fn set_status(&mut self, status: BlkStatus) {
         // SAFETY: the bio is valid and ours (type invariant).
-        unsafe { (*self.ptr.as_ptr()).bi_status = status.to_raw() };
+        unsafe { (*self.raw()).bi_status = status.to_raw() };
     }
 
     /// Points the bio at `dev`'s block device.
     pub fn set_dev(&mut self, dev: &DmDev) {
         // SAFETY: the bio is valid and ours to modify (type invariant); `dev` holds a reference
         // to its block device for as long as it exists.
-        unsafe { bindings::rthin_bio_set_dev(self.ptr.as_ptr(), dev.bdev()) };
+        unsafe { bindings::rthin_bio_set_dev(self.raw(), dev.bdev()) };
+    }
+}
+
+/// A bio that device-mapper lends to a target for the duration of one callback. `P` is the
+/// target's per-bio data type. The target either hands it back (inside the callback's
+/// result) or takes it over with [`Bio::take`].
+///
+/// # Invariants
+///
+/// `ptr` points to a valid `struct bio` that no one else modifies for `'a`, with room for a
+/// `P` in dm's per-bio area (`per_bio_ptr::<P>`).
+pub struct Bio<'a, P> {
+    ptr: NonNull<bindings::bio>,
+    _p: PhantomData<(&'a mut bindings::bio, P)>,
+}
+
+impl<'a, P> Bio<'a, P> {
+    /// Wraps a bio lent by device-mapper.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid bio that the caller may modify, and that nothing else
+    /// accesses, for `'a`, and dm's per-bio area in front of it must have room for a `P`.
+    pub(crate) unsafe fn from_raw(ptr: *mut bindings::bio) -> Self {
+        // INVARIANT: by the safety requirements.
+        Self {
+            // SAFETY: the caller passes a valid, hence non-null, bio.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            _p: PhantomData,
+        }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut bindings::bio {
+        self.ptr.as_ptr()
+    }
+
+    /// Takes the bio over from dm, with its per-bio data `per_bio`. The returned [`Taken`]
+    /// is what the callback returns to say so; the [`OwnedBio`] must later be submitted or
+    /// ended.
+    pub fn take(self, per_bio: P) -> (OwnedBio<P>, Taken<P>) {
+        // SAFETY: the per-bio area has room for a `P` (type invariant) and holds no live
+        // value: dm's callbacks read it out before lending the bio.
+        unsafe { ptr::write(per_bio_ptr::<P>(self.ptr.as_ptr()), per_bio) };
+        // INVARIANT: the bio was lent to us exclusively and dm now leaves it to the target
+        // (the callback returns `Taken`); its per-bio area holds `per_bio`.
+        (
+            OwnedBio {
+                ptr: self.ptr,
+                _p: PhantomData,
+            },
+            Taken(PhantomData),
+        )
+    }
+}
+
+impl<P> Deref for Bio<'_, P> {
+    type Target = BioView;
+
+    fn deref(&self) -> &BioView {
+        // SAFETY: `BioView` is a transparent wrapper of the bio, valid and ours for the borrow
+        // (type invariant).
+        unsafe { &*self.ptr.as_ptr().cast::<BioView>() }
+    }
+}
+
+impl<P> DerefMut for Bio<'_, P> {
+    fn deref_mut(&mut self) -> &mut BioView {
+        // SAFETY: as above, and exclusively ours.
+        unsafe { &mut *self.ptr.as_ptr().cast::<BioView>() }
+    }
+}
+
+/// Proof that a target took over the bio of a callback ([`Bio::take`]).
+pub struct Taken<P>(PhantomData<P>);
+
+/// Room to reserve for a `P` in dm's per-bio area: its size rounded up so that the data dm
+/// places in front of its own 8-byte aligned per-bio structure stays aligned.
+pub(crate) const fn per_bio_size<P>() -> usize {
+    (mem::size_of::<P>() + 7) & !7
+}
+
+/// Where a `P` lives in the per-bio area of `bio`.
+pub(crate) fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
+    // SAFETY: a pointer computation only; the callers guarantee that dm reserved
+    // `per_bio_size::<P>()` bytes in front of the bio.
+    unsafe { bindings::dm_per_bio_data(bio, per_bio_size::<P>()) }.cast()
+}
+
+/// A bio the target has taken over from dm: it must be submitted ([`OwnedBio::submit`]) or
+/// ended ([`OwnedBio::end`]). Dropping it ends it with an IO error, so a bio is never lost.
+/// Its per-bio data stays in dm's per-bio area, where `end_io` finds it.
+///
+/// # Invariants
+///
+/// `ptr` is a valid bio that only this value may touch, until it is submitted or ended; its
+/// per-bio area holds a live `P`.
+pub struct OwnedBio<P> {
+    ptr: NonNull<bindings::bio>,
+    _p: PhantomData<P>,
+}
+
+// SAFETY: the bio may be finished from any thread; the per-bio data moves with it.
+unsafe impl<P: Send> Send for OwnedBio<P> {}
+
+impl<P> OwnedBio<P> {
+    /// The per-bio data.
+    pub fn per_bio(&self) -> &P {
+        // SAFETY: the per-bio area holds a live `P` (type invariant).
+        unsafe { &*per_bio_ptr::<P>(self.ptr.as_ptr()) }
+    }
+
+    /// The per-bio data, to change.
+    pub fn per_bio_mut(&mut self) -> &mut P {
+        // SAFETY: as above, and the bio is exclusively ours.
+        unsafe { &mut *per_bio_ptr::<P>(self.ptr.as_ptr()) }
+    }
+
+    fn into_raw(self) -> *mut bindings::bio {
+        let p = self.ptr.as_ptr();
+        mem::forget(self);
+        p
+    }
+
+    /// Submits the (remapped) bio to its device. It comes back to the target's `end_io`.
+    pub fn submit(self) {
+        let p = self.into_raw();
+        // SAFETY: the bio is valid and ours; submitting hands it to the block layer.
+        unsafe { bindings::submit_bio_noacct(p) };
+    }
+
+    /// Ends the bio with `status` (any context). It goes through the target's `end_io`.
+    pub fn end(mut self, status: BlkStatus) {
+        self.set_status(status);
+        let p = self.into_raw();
+        // SAFETY: the bio is valid and ours; ending it hands it back to dm.
+        unsafe { bindings::bio_endio(p) };
+    }
+}
+
+impl<P> Deref for OwnedBio<P> {
+    type Target = BioView;
+
+    fn deref(&self) -> &BioView {
+        // SAFETY: `BioView` is a transparent wrapper of the bio, valid and ours (type
+        // invariant).
+        unsafe { &*self.ptr.as_ptr().cast::<BioView>() }
+    }
+}
+
+impl<P> DerefMut for OwnedBio<P> {
+    fn deref_mut(&mut self) -> &mut BioView {
+        // SAFETY: as above, and exclusively ours.
+        unsafe { &mut *self.ptr.as_ptr().cast::<BioView>() }
+    }
+}
+
+impl<P> Drop for OwnedBio<P> {
+    fn drop(&mut self) {
+        let p = self.ptr.as_ptr();
+        // SAFETY: the bio is valid and ours (type invariant); this is its end.
+        unsafe {
+            (*p).bi_status = BlkStatus::IOERR.to_raw();
+            bindings::bio_endio(p);
+        }
+    }
+}
+
+/// A first-in first-out list of owned bios, linked through the bios themselves (`bi_next`),
+/// so adding to it never allocates: it may be used under a spinlock and in any context.
+///
+/// # Invariants
+///
+/// `head`..`tail` is a `bi_next` chain of bios each owned as by an [`OwnedBio<P>`]; `tail` is
+/// the last (its `bi_next` null), and both are null when the list is empty.
+pub struct BioList<P> {
+    head: *mut bindings::bio,
+    tail: *mut bindings::bio,
+    _p: PhantomData<P>,
+}
+
+// SAFETY: the list owns its bios, which may be finished from any thread.
+unsafe impl<P: Send> Send for BioList<P> {}
+
+impl<P> Default for BioList<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P> BioList<P> {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            _p: PhantomData,
+        }
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// Adds `bio` at the end.
+    pub fn push(&mut self, bio: OwnedBio<P>) {
+        let b = bio.into_raw();
+        // SAFETY: `b` is an owned bio, its `bi_next` ours to use; `tail`, if any, is a bio of
+        // the list (type invariant).
+        unsafe {
+            (*b).bi_next = ptr::null_mut();
+            if self.tail.is_null() {
+                self.head = b;
+            } else {
+                (*self.tail).bi_next = b;
+            }
+        }
+        self.tail = b;
+    }
+
+    /// Moves every bio of `other` to the end of this list.
+    pub fn append(&mut self, mut other: Self) {
+        if other.head.is_null() {
+            return;
+        }
+        if self.tail.is_null() {
+            self.head = other.head;
+        } else {
+            // SAFETY: `tail` is a bio of this list (type invariant).
+            unsafe { (*self.tail).bi_next = other.head };
+        }
+        self.tail = other.tail;
+        other.head = ptr::null_mut();
+        other.tail = ptr::null_mut();
+    }
+
+    /// Takes the first bio off the list.
+    pub fn pop(&mut self) -> Option<OwnedBio<P>> {
+        let b = NonNull::new(self.head)?;
+        // SAFETY: `b` is the first bio of the list (type invariant).
+        unsafe {
+            self.head = (*b.as_ptr()).bi_next;
+            (*b.as_ptr()).bi_next = ptr::null_mut();
+        }
+        if self.head.is_null() {
+            self.tail = ptr::null_mut();
+        }
+        // INVARIANT: the bio was owned by the list and now by the returned value.
+        Some(OwnedBio {
+            ptr: b,
+            _p: PhantomData,
+        })
+    }
+
+    /// Takes every bio, leaving the list empty.
+    pub fn take_all(&mut self) -> Self {
+        mem::take(self)
+    }
+}
+
+impl<P> Iterator for BioList<P> {
+    type Item = OwnedBio<P>;
+
+    fn next(&mut self) -> Option<OwnedBio<P>> {
+        self.pop()
+    }
+}
+
+impl<P> Drop for BioList<P> {
+    fn drop(&mut self) {
+        // Each bio left ends with an IO error as its `OwnedBio` drops.
+        while self.pop().is_some() {}
     }
 }

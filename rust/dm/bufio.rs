@@ -18,7 +18,7 @@
 //!
 //! C header: [`include/linux/dm-bufio.h`](srctree/include/linux/dm-bufio.h)
 
-use super::{bindings, device::DmDev};
+use super::{bdev::BlockDevice, bindings};
 use core::{
     marker::PhantomData,
     ptr::NonNull,
@@ -44,7 +44,7 @@ struct Aux {
 /// device open for the client's lifetime.
 pub struct Client<const BS: usize> {
     c: NonNull<bindings::dm_bufio_client>,
-    _dev: Arc<DmDev>,
+    _dev: Arc<BlockDevice>,
 }
 
 // SAFETY: dm-bufio clients are used from any thread; dm-bufio locks internally.
@@ -81,7 +81,7 @@ impl<const BS: usize> Client<BS> {
 
     /// Creates a client over `dev`, with `reserved` buffers kept for progress under memory
     /// pressure.
-    pub fn new(dev: Arc<DmDev>, reserved: u32) -> Result<Self> {
+    pub fn new(dev: Arc<BlockDevice>, reserved: u32) -> Result<Self> {
         #[allow(clippy::let_unit_value)]
         let () = Self::BLOCK_SIZE_OK;
         // SAFETY: `dev` holds the block device open, for as long as the client (kept in `_dev`).

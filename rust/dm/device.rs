@@ -55,6 +55,25 @@ impl DmDev {
         unsafe { CStr::from_char_ptr((*self.dev.as_ptr()).name.as_ptr()) }
     }
 
+    /// The device number.
+    pub fn devt(&self) -> u32 {
+        // SAFETY: the block device is held open through `dev`.
+        unsafe { (*self.bdev()).bd_dev }
+    }
+
+    /// Whether the device is a device-mapper device.
+    pub fn is_mapped_device(&self) -> bool {
+        // SAFETY: `dm_get_md` takes a reference on the mapped device it finds, dropped at once.
+        unsafe {
+            let md = bindings::dm_get_md(self.devt());
+            if md.is_null() {
+                return false;
+            }
+            bindings::dm_put(md);
+        }
+        true
+    }
+
     /// Size of the device in 512-byte sectors.
     pub fn nr_sectors(&self) -> u64 {
         // SAFETY: the block device is held open through `dev`.

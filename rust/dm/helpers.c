@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-/* See helpers.h. Each function wraps one inline function or macro, nothing more. */
+/*
+ * See helpers.h. Each function wraps one inline function or macro, nothing more, except the
+ * module's global rw_semaphore, which is defined here statically.
+ */
 #include "helpers.h"
 
 void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev)
@@ -48,4 +51,60 @@ struct delayed_work *rthin_to_delayed_work(struct work_struct *work)
 unsigned long rthin_msecs_to_jiffies(unsigned int m)
 {
 	return msecs_to_jiffies(m);
+}
+
+unsigned int rthin_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void rthin_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+dev_t rthin_target_md_devt(struct dm_target *ti)
+{
+	return disk_devt(dm_disk(dm_table_get_md(ti->table)));
+}
+
+/* Opens a block device for reading and writing, not exclusively; NULL and *err on failure. */
+struct file *rthin_bdev_file_open(dev_t dev, int *err)
+{
+	struct file *f = bdev_file_open_by_dev(dev, BLK_OPEN_READ | BLK_OPEN_WRITE, NULL, NULL);
+
+	if (IS_ERR(f)) {
+		*err = PTR_ERR(f);
+		return NULL;
+	}
+	*err = 0;
+	return f;
+}
+
+/* The module's one global lock (see rust/locking.rs): a rw_semaphore, lookups take it shared. */
+static DECLARE_RWSEM(rthin_global_sem);
+
+void rthin_global_read_lock(void)
+{
+	down_read(&rthin_global_sem);
+}
+
+void rthin_global_read_unlock(void)
+{
+	up_read(&rthin_global_sem);
+}
+
+void rthin_global_write_lock(void)
+{
+	down_write(&rthin_global_sem);
+}
+
+void rthin_global_write_unlock(void)
+{
+	up_write(&rthin_global_sem);
+}
+
+u64 rthin_jiffies64(void)
+{
+	return get_jiffies_64();
 }

@@ -8,9 +8,11 @@
 #define RTHIN_DM_HELPERS_H
 
 #include <linux/bio.h>
+#include <linux/blkdev.h>
 #include <linux/completion.h>
 #include <linux/device-mapper.h>
 #include <linux/spinlock.h>
+#include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 
 void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev);
@@ -25,5 +27,18 @@ void rthin_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 void rthin_init_delayed_work(struct delayed_work *dwork, work_func_t func);
 struct delayed_work *rthin_to_delayed_work(struct work_struct *work);
 unsigned long rthin_msecs_to_jiffies(unsigned int m);
+
+unsigned int rthin_memalloc_noio_save(void);
+void rthin_memalloc_noio_restore(unsigned int flags);
+
+dev_t rthin_target_md_devt(struct dm_target *ti);
+struct file *rthin_bdev_file_open(dev_t dev, int *err);
+
+u64 rthin_jiffies64(void);
+
+void rthin_global_read_lock(void);
+void rthin_global_read_unlock(void);
+void rthin_global_write_lock(void);
+void rthin_global_write_unlock(void);
 
 #endif

@@ -11,9 +11,12 @@
 
 mod bindings;
 
+pub mod bdev;
 pub mod bio;
 pub mod bufio;
 pub mod device;
+pub mod kcopyd;
+pub mod kvec;
 pub mod lifetime;
 pub mod log;
 pub mod status;
@@ -21,7 +24,8 @@ pub mod sync;
 pub mod target;
 pub mod workqueue;
 
-pub use bio::{Bio, BlkStatus, Op};
+pub use bdev::BlockDevice;
+pub use bio::{Bio, BioList, BlkStatus, Op, OwnedBio};
 pub use device::DmDev;
 pub use status::StatusWriter;
 pub use target::{

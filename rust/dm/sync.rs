@@ -47,3 +47,101 @@ macro_rules! new_irq_spinlock {
             $inner, kernel::optional_name!($($name)?), kernel::static_lock_class!())
     };
 }
+
+/// Data behind the module's one global lock, a `rw_semaphore` defined in C (`helpers.c`):
+/// shared for lookups ([`GlobalRwLock::read`]), exclusive for changes
+/// ([`GlobalRwLock::write`]). Process context only; its rank is in [`crate::locking`].
+///
+/// Every `GlobalRwLock` is guarded by the same semaphore, so at most one may be held at a
+/// time (taking a second one deadlocks, and lockdep says so).
+pub struct GlobalRwLock<T> {
+    data: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: `data` is only reached through guards: shared ones while the semaphore is held for
+// reading (so `T: Sync` is needed), the exclusive one while it is held for writing (`T: Send`,
+// since the data may then be moved out by any thread).
+unsafe impl<T: Send + Sync> Sync for GlobalRwLock<T> {}
+
+impl<T> GlobalRwLock<T> {
+    /// Wraps `data` (for a `static`).
+    pub const fn new(data: T) -> Self {
+        Self {
+            data: core::cell::UnsafeCell::new(data),
+        }
+    }
+
+    /// Takes the global lock shared (may sleep).
+    pub fn read(&self) -> GlobalReadGuard<'_, T> {
+        // SAFETY: a plain `down_read` on the static semaphore; released by the guard.
+        unsafe { bindings::rthin_global_read_lock() };
+        GlobalReadGuard {
+            lock: self,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+
+    /// Takes the global lock exclusively (may sleep).
+    pub fn write(&self) -> GlobalWriteGuard<'_, T> {
+        // SAFETY: a plain `down_write` on the static semaphore; released by the guard.
+        unsafe { bindings::rthin_global_write_lock() };
+        GlobalWriteGuard {
+            lock: self,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+}
+
+/// Shared access to a [`GlobalRwLock`]'s data; the semaphore is held for reading until drop.
+pub struct GlobalReadGuard<'a, T> {
+    lock: &'a GlobalRwLock<T>,
+    /// Released by the task that took it: not `Send`.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl<T> core::ops::Deref for GlobalReadGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the semaphore is held for reading, so no exclusive guard exists.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for GlobalReadGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard took the semaphore for reading.
+        unsafe { bindings::rthin_global_read_unlock() };
+    }
+}
+
+/// Exclusive access to a [`GlobalRwLock`]'s data; the semaphore is held for writing until
+/// drop.
+pub struct GlobalWriteGuard<'a, T> {
+    lock: &'a GlobalRwLock<T>,
+    /// Released by the task that took it: not `Send`.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl<T> core::ops::Deref for GlobalWriteGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the semaphore is held for writing: this guard is the only access.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for GlobalWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for GlobalWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard took the semaphore for writing.
+        unsafe { bindings::rthin_global_write_unlock() };
+    }
+}

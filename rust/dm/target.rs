@@ -9,7 +9,7 @@
 
 use super::{
     bindings,
-    bio::{Bio, BlkStatus},
+    bio::{per_bio_ptr, per_bio_size, Bio, BlkStatus, Taken},
     device::DmDev,
     status::StatusWriter,
 };
@@ -55,29 +55,34 @@ impl CtrError {
     }
 }
 
-/// What [`Target::map`] decided for a bio.
-pub enum MapResult<P> {
+/// What [`Target::map`] decided for a bio. Every variant but `Submitted` hands the bio back
+/// to dm.
+pub enum MapResult<'a, P> {
     /// The bio was remapped (device and sector changed): dm submits it. `P` is the bio's
     /// per-bio data, handed back to [`Target::end_io`] when the bio completes.
-    Remapped(P),
+    Remapped(Bio<'a, P>, P),
     /// The target has dealt with the bio itself (for example zero-filled a read): dm
     /// completes it now with this status. `P` goes to [`Target::end_io`] as for a remap.
-    Complete(BlkStatus, P),
+    Complete(Bio<'a, P>, BlkStatus, P),
+    /// The target took the bio over ([`Bio::take`]) and will submit or end it later.
+    Submitted(Taken<P>),
     /// Fail the bio with an IO error.
-    Kill,
+    Kill(Bio<'a, P>),
     /// Have dm requeue the bio (it is mapped again later).
-    Requeue,
+    Requeue(Bio<'a, P>),
     /// Have dm requeue the bio after a delay.
-    DelayRequeue,
+    DelayRequeue(Bio<'a, P>),
 }
 
 /// What [`Target::end_io`] decided for a completed bio.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndIo {
+pub enum EndIo<'a, P> {
     /// The bio is done, with the status [`Target::end_io`] left in place.
-    Done,
+    Done(Bio<'a, P>),
     /// Have dm requeue the original bio.
-    Requeue,
+    Requeue(Bio<'a, P>),
+    /// The target took the bio over again ([`Bio::take`]); it ends it later, and `end_io`
+    /// then sees it once more.
+    Incomplete(Taken<P>),
 }
 
 /// Which status dm asks for.
@@ -139,6 +144,12 @@ impl TargetInfo {
                 (*self.raw()).table,
             )))
         }
+    }
+
+    /// The device number of the mapped device the target belongs to.
+    pub fn md_devt(&self) -> u32 {
+        // SAFETY: the target is valid, so is its table's mapped device.
+        unsafe { bindings::rthin_target_md_devt(self.raw()) }
     }
 
     /// Offset of `sector` of the mapped device from the target's first sector
@@ -258,6 +269,17 @@ impl Ctr<'_> {
         self.with(|ti| ti.num_flush_bios = n);
     }
 
+    /// Whether dm sends flushes (`REQ_PREFLUSH`) to the target's `map` (`flush_supported`).
+    pub fn set_flush_supported(&mut self, on: bool) {
+        self.with(|ti| ti.set_flush_supported(on));
+    }
+
+    /// Whether discards are split on `max_io_len` boundaries like other bios
+    /// (`max_discard_granularity`).
+    pub fn set_max_discard_granularity(&mut self, on: bool) {
+        self.with(|ti| ti.set_max_discard_granularity(on));
+    }
+
     /// How many discard bios dm sends per discard (`num_discard_bios`).
     pub fn set_num_discard_bios(&mut self, n: u32) {
         self.with(|ti| ti.num_discard_bios = n);
@@ -374,16 +396,20 @@ pub trait Target: Sized + Send + Sync + 'static {
     fn ctr(ctr: &mut Ctr<'_>, args: Args<'_>) -> core::result::Result<Pin<KBox<Self>>, CtrError>;
 
     /// Maps one bio.
-    fn map(this: Pin<&Self>, ti: &TargetInfo, bio: &mut Bio<'_>) -> MapResult<Self::PerBio>;
+    fn map<'a>(
+        this: Pin<&Self>,
+        ti: &TargetInfo,
+        bio: Bio<'a, Self::PerBio>,
+    ) -> MapResult<'a, Self::PerBio>;
 
-    /// Sees a remapped bio complete, with the per-bio data `map` gave.
-    fn end_io(
+    /// Sees a bio complete, with the per-bio data `map` (or [`Bio::take`]) gave.
+    fn end_io<'a>(
         _this: Pin<&Self>,
         _ti: &TargetInfo,
-        _bio: &mut Bio<'_>,
+        _bio: Bio<'a, Self::PerBio>,
         _per_bio: Self::PerBio,
         _status: &mut BlkStatus,
-    ) -> EndIo {
+    ) -> EndIo<'a, Self::PerBio> {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -439,22 +465,9 @@ pub trait Target: Sized + Send + Sync + 'static {
     }
 }
 
-/// Per-bio space to reserve: the size of `PerBio` rounded up so that the data dm places in
-/// front of its own 8-byte aligned per-bio structure stays aligned.
-const fn per_bio_size<T: Target>() -> usize {
-    let size = mem::size_of::<T::PerBio>();
-    (size + 7) & !7
-}
-
 /// Whether dm must call `end_io`: the target asked for it, or its per-bio data must be dropped.
 const fn has_end_io<T: Target>() -> bool {
     T::HAS_END_IO || mem::needs_drop::<T::PerBio>()
-}
-
-fn per_bio_ptr<T: Target>(bio: *mut bindings::bio) -> *mut T::PerBio {
-    // SAFETY: dm reserved `per_bio_size::<T>()` bytes in front of every bio it hands this
-    // target (`per_io_data_size` is set in `ctr_callback`).
-    unsafe { bindings::dm_per_bio_data(bio, per_bio_size::<T>()) }.cast()
 }
 
 struct Callbacks<T: Target>(PhantomData<T>);
@@ -499,7 +512,7 @@ impl<T: Target> Callbacks<T> {
             Ok(state) => {
                 // SAFETY: `ti` is valid and ours while the constructor runs.
                 unsafe {
-                    (*ti).per_io_data_size = per_bio_size::<T>() as c_uint;
+                    (*ti).per_io_data_size = per_bio_size::<T::PerBio>() as c_uint;
                     (*ti).private = state.into_foreign().cast_mut();
                 }
                 0
@@ -538,35 +551,38 @@ impl<T: Target> Callbacks<T> {
         let this = unsafe { Self::this(ti) };
         // SAFETY: `ti` is valid during the callback.
         let info = unsafe { TargetInfo::from_raw(ti) };
-        // SAFETY: dm lends the clone bio to the target during `map`.
-        let mut b = unsafe { Bio::from_raw(bio) };
-        let r = match T::map(this, info, &mut b) {
-            MapResult::Remapped(per_bio) => {
+        // SAFETY: dm lends the clone bio to the target during `map`; `ctr_callback` reserved
+        // room for a `T::PerBio` in its per-bio area.
+        let b = unsafe { Bio::<T::PerBio>::from_raw(bio) };
+        let r = match T::map(this, info, b) {
+            MapResult::Remapped(b, per_bio) => {
                 if has_end_io::<T>() {
                     // SAFETY: the per-bio area is reserved, aligned (see `per_bio_size`) and
                     // unused until `end_io`, which reads it back exactly once.
-                    unsafe { ptr::write(per_bio_ptr::<T>(bio), per_bio) };
+                    unsafe { ptr::write(per_bio_ptr::<T::PerBio>(b.as_ptr()), per_bio) };
                 } else {
                     drop(per_bio);
                 }
                 bindings::DM_MAPIO_REMAPPED
             }
-            MapResult::Complete(status, per_bio) => {
+            MapResult::Complete(mut b, status, per_bio) => {
                 if has_end_io::<T>() {
                     // SAFETY: as for `Remapped`: `end_io` runs when the bio completes below.
-                    unsafe { ptr::write(per_bio_ptr::<T>(bio), per_bio) };
+                    unsafe { ptr::write(per_bio_ptr::<T::PerBio>(b.as_ptr()), per_bio) };
                 } else {
                     drop(per_bio);
                 }
                 b.set_status(status);
                 // SAFETY: the target owns the clone during `map`; ending it here and returning
                 // `DM_MAPIO_SUBMITTED` hands it back to dm, which completes it through `end_io`.
-                unsafe { bindings::bio_endio(bio) };
+                unsafe { bindings::bio_endio(b.as_ptr()) };
                 bindings::DM_MAPIO_SUBMITTED
             }
-            MapResult::Kill => bindings::DM_MAPIO_KILL,
-            MapResult::Requeue => bindings::DM_MAPIO_REQUEUE,
-            MapResult::DelayRequeue => bindings::DM_MAPIO_DELAY_REQUEUE,
+            // The target owns the bio now (and has written its per-bio data); dm leaves it.
+            MapResult::Submitted(_) => bindings::DM_MAPIO_SUBMITTED,
+            MapResult::Kill(_) => bindings::DM_MAPIO_KILL,
+            MapResult::Requeue(_) => bindings::DM_MAPIO_REQUEUE,
+            MapResult::DelayRequeue(_) => bindings::DM_MAPIO_DELAY_REQUEUE,
         };
         r as c_int
     }
@@ -582,9 +598,10 @@ impl<T: Target> Callbacks<T> {
         bio: *mut bindings::bio,
         error: *mut bindings::blk_status_t,
     ) -> c_int {
-        // SAFETY: `end_io` is called only for bios `map` remapped or completed, whose per-bio
-        // data `map_callback` wrote; it is read back here once (dm maps a requeued bio again).
-        let per_bio = unsafe { ptr::read(per_bio_ptr::<T>(bio)) };
+        // SAFETY: `end_io` is called only for bios `map` remapped, completed or took over,
+        // whose per-bio data was written then (or by `Bio::take` since); it is read back here
+        // once (dm maps a requeued bio again, and a bio taken again is written again).
+        let per_bio = unsafe { ptr::read(per_bio_ptr::<T::PerBio>(bio)) };
         if !T::HAS_END_IO {
             drop(per_bio);
             return bindings::DM_ENDIO_DONE as c_int;
@@ -593,16 +610,18 @@ impl<T: Target> Callbacks<T> {
         let this = unsafe { Self::this(ti) };
         // SAFETY: `ti` is valid during the callback.
         let info = unsafe { TargetInfo::from_raw(ti) };
-        // SAFETY: dm lends the completed clone bio to the target during `end_io`.
-        let mut b = unsafe { Bio::from_raw(bio) };
+        // SAFETY: dm lends the completed clone bio to the target during `end_io`; its per-bio
+        // area has room for a `T::PerBio`.
+        let b = unsafe { Bio::<T::PerBio>::from_raw(bio) };
         // SAFETY: `error` points to the bio's status, valid during the callback.
         let mut status = BlkStatus::from_raw(unsafe { *error });
-        let r = T::end_io(this, info, &mut b, per_bio, &mut status);
+        let r = T::end_io(this, info, b, per_bio, &mut status);
         // SAFETY: as above.
         unsafe { *error = status.to_raw() };
         match r {
-            EndIo::Done => bindings::DM_ENDIO_DONE as c_int,
-            EndIo::Requeue => bindings::DM_ENDIO_REQUEUE as c_int,
+            EndIo::Done(_) => bindings::DM_ENDIO_DONE as c_int,
+            EndIo::Requeue(_) => bindings::DM_ENDIO_REQUEUE as c_int,
+            EndIo::Incomplete(_) => bindings::DM_ENDIO_INCOMPLETE as c_int,
         }
     }
 

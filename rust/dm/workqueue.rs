@@ -21,6 +21,12 @@ pub fn msecs_to_jiffies(ms: u32) -> u64 {
     u64::from(unsafe { bindings::rthin_msecs_to_jiffies(ms) } as u32)
 }
 
+/// The current time in jiffies (64 bits, never wraps in practice).
+pub fn jiffies() -> u64 {
+    // SAFETY: reads the jiffies counter.
+    unsafe { bindings::rthin_jiffies64() }
+}
+
 /// A dedicated workqueue with a rescuer thread (`WQ_MEM_RECLAIM`), so work queued from the IO
 /// path makes progress even when no memory can be had for new workers. Dropping it drains
 /// and destroys it (process context only).
@@ -86,6 +92,33 @@ impl Workqueue {
             drop(unsafe { Arc::from_raw(ptr) });
         }
         Ok(queued)
+    }
+
+    /// Has `item`'s delayed work run as soon as possible: queues it now, or pulls a pending
+    /// delayed run forward (`mod_delayed_work`). Safe in any context, interrupts included.
+    /// Fails with `EINVAL` as [`Workqueue::enqueue_delayed`].
+    pub fn kick<T: DelayedWorkItem>(&self, item: Arc<T>) -> Result {
+        let off = offset_in(&*item).ok_or(EINVAL)?;
+        let dw = item.delayed_work();
+        dw.offset.store(off, Ordering::Release);
+        let dwork = dw.dwork.get();
+        let ptr = Arc::into_raw(item);
+        // SAFETY: as in `enqueue_delayed`. `mod_delayed_work_on` returns true when the work was
+        // already pending, and so already owned a reference: ours is dropped then. Otherwise
+        // it queued the work, which now owns the reference leaked here.
+        let was_pending = unsafe {
+            bindings::mod_delayed_work_on(
+                bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
+                self.wq.as_ptr(),
+                dwork,
+                0,
+            )
+        };
+        if was_pending {
+            // SAFETY: the pending run holds its own reference; this one is ours to drop.
+            drop(unsafe { Arc::from_raw(ptr) });
+        }
+        Ok(())
     }
 }
 
@@ -175,7 +208,7 @@ fn offset_in<T: DelayedWorkItem>(item: &T) -> Option<usize> {
     (off + core::mem::size_of::<DelayedWork<T>>() <= core::mem::size_of::<T>()).then_some(off)
 }
 
-/// Runs a delayed work item.
+/// Runs a delayed work item, with allocations in it implicitly `GFP_NOIO`.
 ///
 /// # Safety
 ///
@@ -189,5 +222,11 @@ unsafe extern "C" fn run_callback<T: DelayedWorkItem>(work: *mut bindings::work_
         let off = (*dw).offset.load(Ordering::Acquire);
         Arc::from_raw(dw.cast::<u8>().sub(off).cast::<T>())
     };
+    // Work on these queues serves the IO path: an allocation in it must not recurse into IO
+    // (reclaim writing back through the very device waiting for this work).
+    // SAFETY: the saved flags are restored below, on the same task.
+    let noio = unsafe { bindings::rthin_memalloc_noio_save() };
     T::run(this);
+    // SAFETY: `noio` came from the save above.
+    unsafe { bindings::rthin_memalloc_noio_restore(noio) };
 }

@@ -8,11 +8,13 @@ use kernel::prelude::*;
 pub mod metadata;
 pub mod pool;
 pub mod rlinear;
+pub mod thin;
 
 /// Every target type the module registers; dropping it unregisters them.
 pub struct Registrations {
     _rlinear: Registration<rlinear::Linear>,
     _pool: Registration<pool::Pool>,
+    _thin: Registration<thin::Thin>,
 }
 
 impl Registrations {
@@ -21,6 +23,7 @@ impl Registrations {
         Ok(Self {
             _rlinear: Registration::new(module)?,
             _pool: Registration::new(module)?,
+            _thin: Registration::new(module)?,
         })
     }
 }

@@ -23,19 +23,27 @@
 
 use crate::dm::{
     bufio::Client,
+    kcopyd::Kcopyd,
+    kvec::swap_remove,
+    sync::{GlobalRwLock, IrqSpinLock},
     target::{features, parse_u64},
-    workqueue::{msecs_to_jiffies, DelayedWork, DelayedWorkItem, Workqueue},
-    Args, Bio, Callout, Ctr, CtrError, DmDev, MapResult, StatusType, StatusWriter, Target,
-    TargetInfo,
+    workqueue::{jiffies, msecs_to_jiffies, DelayedWork, DelayedWorkItem, Workqueue},
+    Args, Bio, BioList, BlockDevice, Callout, Ctr, CtrError, DmDev, MapResult, StatusType,
+    StatusWriter, Target, TargetInfo,
 };
 use crate::pdata::{
     thin::{DATA_BLOCK_SIZE_MAX, DATA_BLOCK_SIZE_MIN, MAX_DEV_ID},
     PoolMetadata,
 };
 use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS};
+use crate::targets::thin::{Cell, ThinBio};
 use crate::{dm_err, dm_warn};
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use core::{fmt::Write, pin::Pin};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::{
+    fmt::Write,
+    ops::{Deref, DerefMut},
+    pin::Pin,
+};
 use kernel::{
     alloc::flags::GFP_KERNEL,
     c_str, new_mutex,
@@ -44,7 +52,7 @@ use kernel::{
     sync::{Arc, Mutex},
 };
 
-const PREFIX: &CStr = c_str!("rthin");
+pub(crate) const PREFIX: &CStr = c_str!("rthin");
 
 /// Pool features from the table line.
 #[derive(Clone, Copy, Default)]
@@ -91,6 +99,21 @@ impl Features {
         Ok(f)
     }
 
+    /// The `FEAT_*` bits the IO path follows.
+    fn bits(&self) -> u8 {
+        let mut b = 0;
+        if self.skip_block_zeroing {
+            b |= FEAT_SKIP_ZEROING;
+        }
+        if self.error_if_no_space {
+            b |= FEAT_ERROR_IF_NO_SPACE;
+        }
+        if !self.ignore_discard {
+            b |= FEAT_DISCARD;
+        }
+        b
+    }
+
     /// The feature arguments as dm-thin prints them in the table line.
     fn emit(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
         let names = [
@@ -112,7 +135,7 @@ impl Features {
 /// The pool's modes, as dm-thin's (those the control plane has). A pool only moves to a
 /// worse mode; a table reload starts afresh.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Mode {
+pub(crate) enum Mode {
     Write = 0,
     ReadOnly = 1,
     Fail = 2,
@@ -121,7 +144,7 @@ enum Mode {
 /// The mapped device's name, as dm prints it (`major:minor`), kept for log lines written where
 /// no `dm_target` is at hand (the waker).
 #[derive(Clone, Copy)]
-struct DevName([u8; 16]);
+pub(crate) struct DevName([u8; 16]);
 
 impl DevName {
     fn new(name: &CStr) -> Self {
@@ -143,21 +166,77 @@ impl core::fmt::Display for DevName {
     }
 }
 
-/// What the pool shares with its waker.
+/// What the metadata mutex protects: the metadata, and the IO path's bookkeeping that must
+/// agree with it.
+pub(crate) struct MdState {
+    pub(crate) pmd: PoolMetadata<BufioBm>,
+    /// Thin devices with a live table, and how many tables each (a device in use cannot be
+    /// deleted).
+    pub(crate) open: KVec<(u64, u32)>,
+    /// Virtual blocks being provisioned, with the bios waiting for them (see `thin.rs`).
+    pub(crate) cells: KVec<Cell>,
+}
+
+impl Deref for MdState {
+    type Target = PoolMetadata<BufioBm>;
+
+    fn deref(&self) -> &PoolMetadata<BufioBm> {
+        &self.pmd
+    }
+}
+
+impl DerefMut for MdState {
+    fn deref_mut(&mut self) -> &mut PoolMetadata<BufioBm> {
+        &mut self.pmd
+    }
+}
+
+/// Bios the IO path left for the pool's worker.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    pub(crate) bios: BioList<ThinBio>,
+    /// One of `bios` asks for a flush or FUA: commit before serving them.
+    pub(crate) flush: bool,
+}
+
+/// Table features the IO path follows, from the table bound last (`FEAT_*` bits).
+pub(crate) const FEAT_SKIP_ZEROING: u8 = 1;
+pub(crate) const FEAT_ERROR_IF_NO_SPACE: u8 = 2;
+pub(crate) const FEAT_DISCARD: u8 = 4;
+
+/// A pool: what outlives one table of it (a reload keeps it) and what thin devices share.
 #[pin_data]
-struct PoolCore {
+pub(crate) struct PoolCore {
     /// The pool-wide metadata lock (rank 2).
     #[pin]
-    md: Mutex<PoolMetadata<BufioBm>>,
-    /// Periodic commit.
+    pub(crate) md: Mutex<MdState>,
+    /// The pool's worker: serves deferred bios, and commits every second while the pool is
+    /// active (the waker).
     #[pin]
     waker: DelayedWork<PoolCore>,
+    /// Bios for the worker (rank 3 lock; taken in any context).
+    #[pin]
+    pub(crate) deferred: IrqSpinLock<Deferred>,
+    /// Provisioning writes that completed, for the worker to map (rank 3 lock).
+    #[pin]
+    pub(crate) prepared: IrqSpinLock<BioList<ThinBio>>,
     /// Whether the waker re-arms itself (between resume and suspend).
     active: AtomicBool,
     /// The current [`Mode`].
     mode: AtomicU8,
-    name: DevName,
-    wq: Workqueue,
+    /// The data space is full (dm-thin's out-of-data-space mode); cleared when it grows.
+    pub(crate) out_of_space: AtomicBool,
+    /// `FEAT_*` bits of the bound table.
+    pub(crate) features: AtomicU8,
+    /// When the metadata was last committed, in jiffies.
+    last_commit: AtomicU64,
+    pub(crate) name: DevName,
+    pub(crate) sectors_per_block: u32,
+    pub(crate) wq: Workqueue,
+    pub(crate) kcopyd: Kcopyd,
+    /// The pool's own references to its devices, independent of any table.
+    pub(crate) data_dev: BlockDevice,
+    meta_dev: Arc<BlockDevice>,
 }
 
 /// How often an active pool commits its metadata, as dm-thin's `COMMIT_PERIOD`.
@@ -169,12 +248,28 @@ impl DelayedWorkItem for PoolCore {
     }
 
     fn run(this: Arc<Self>) {
-        PoolCore::periodic_commit(this);
+        PoolCore::work(&this);
+        if jiffies().wrapping_sub(this.last_commit.load(Ordering::Relaxed))
+            >= msecs_to_jiffies(COMMIT_PERIOD_MS)
+        {
+            this.commit();
+        }
+        if this.active.load(Ordering::Acquire) {
+            let _ = this
+                .wq
+                .enqueue_delayed(this.clone(), msecs_to_jiffies(COMMIT_PERIOD_MS));
+        }
     }
 }
 
 impl PoolCore {
-    fn mode(&self) -> Mode {
+    /// Has the worker run soon (any context).
+    pub(crate) fn kick(this: &Arc<Self>) {
+        // `kick` only fails for a work item outside its container, which `PoolCore` is not.
+        let _ = this.wq.kick(this.clone());
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
         match self.mode.load(Ordering::Acquire) {
             0 => Mode::Write,
             1 => Mode::ReadOnly,
@@ -183,7 +278,7 @@ impl PoolCore {
     }
 
     /// Moves to a worse mode (never back), with dm-thin's log line.
-    fn degrade(&self, md: &mut PoolMetadata<BufioBm>, to: Mode) {
+    pub(crate) fn degrade(&self, md: &mut PoolMetadata<BufioBm>, to: Mode) {
         if to <= self.mode() {
             return;
         }
@@ -198,7 +293,12 @@ impl PoolCore {
     /// A metadata operation failed: roll back to the last commit and stop writing, as
     /// dm-thin. The rollback resets the existing dm-bufio client under the metadata lock; it
     /// never creates one (seed 004).
-    fn metadata_failed(&self, md: &mut PoolMetadata<BufioBm>, op: &str, e: crate::pdata::Error) {
+    pub(crate) fn metadata_failed(
+        &self,
+        md: &mut PoolMetadata<BufioBm>,
+        op: &str,
+        e: crate::pdata::Error,
+    ) {
         dm_err!(
             PREFIX,
             "{}: metadata operation '{}' failed: error = {}",
@@ -232,41 +332,153 @@ impl PoolCore {
     }
 
     /// Commits with the metadata lock held; a failure aborts (see `metadata_failed`).
-    fn commit_locked(&self, md: &mut PoolMetadata<BufioBm>) -> Result {
+    ///
+    /// As dm-thin, the data device's write cache is flushed first: a mapping must not reach
+    /// the disk before the data it points to. That flush, and the metadata writes, are the
+    /// IO waited for under the metadata lock; their completion takes no rthin lock.
+    pub(crate) fn commit_locked(&self, md: &mut PoolMetadata<BufioBm>) -> Result {
         if self.mode() != Mode::Write || !md.changed_this_transaction() {
             return Ok(());
         }
-        md.commit().map_err(|e| {
+        if let Err(e) = self.data_dev.flush() {
+            dm_err!(
+                PREFIX,
+                "{}: flushing the data device before commit failed: error = {}",
+                self.name,
+                e.to_errno()
+            );
+            self.metadata_failed(md, "commit", crate::pdata::Error::Io);
+            return Err(e);
+        }
+        let r = md.commit().map_err(|e| {
             self.metadata_failed(md, "commit", e);
             to_kernel(e)
-        })
+        });
+        self.last_commit.store(jiffies(), Ordering::Relaxed);
+        r
     }
 
-    fn commit(&self) {
+    pub(crate) fn commit(&self) {
         let mut md = self.md.lock();
         let _ = self.commit_locked(&mut md);
     }
 
-    fn periodic_commit(this: Arc<Self>) {
-        this.commit();
-        if this.active.load(Ordering::Acquire) {
-            let _ = this
-                .wq
-                .enqueue_delayed(this.clone(), msecs_to_jiffies(COMMIT_PERIOD_MS));
-        }
-    }
-
     /// Stops the waker and waits for a running instance (process context, no lock held).
+    /// Bios already deferred are still served: the worker is kicked again if any wait.
     fn stop_waker(this: &Arc<Self>) {
         this.active.store(false, Ordering::Release);
         DelayedWork::cancel_sync(this);
+        let waiting = !this.deferred.lock().bios.is_empty() || !this.prepared.lock().is_empty();
+        if waiting {
+            Self::kick(this);
+        }
+    }
+
+    /// Whether a thin device may be opened (its table built): it exists, and the pool is not
+    /// failed. Counts the opening; [`PoolCore::close_thin`] undoes it.
+    pub(crate) fn open_thin(&self, dev: u64) -> Result<(), CtrError> {
+        let mut md = self.md.lock();
+        if self.mode() == Mode::Fail {
+            return Err(CtrError::new(
+                EINVAL,
+                c_str!("Couldn't open thin device, Pool is in fail mode"),
+            ));
+        }
+        md.device_details(dev).map_err(|e| {
+            CtrError::new(to_kernel(e), c_str!("Couldn't open thin internal device"))
+        })?;
+        if let Some(e) = md.open.iter_mut().find(|e| e.0 == dev) {
+            e.1 += 1;
+            return Ok(());
+        }
+        md.open
+            .push((dev, 1), GFP_KERNEL)
+            .map_err(|_| CtrError::new(ENOMEM, c_str!("Couldn't open thin internal device")))
+    }
+
+    /// Undoes one [`PoolCore::open_thin`].
+    pub(crate) fn close_thin(&self, dev: u64) {
+        let mut md = self.md.lock();
+        if let Some(i) = md.open.iter().position(|e| e.0 == dev) {
+            md.open[i].1 -= 1;
+            if md.open[i].1 == 0 {
+                swap_remove(&mut md.open, i);
+            }
+        }
+    }
+
+    pub(crate) fn has_feature(&self, f: u8) -> bool {
+        self.features.load(Ordering::Relaxed) & f != 0
     }
 }
 
-/// An `rthin-pool` target.
+/// A pool in the registry: the mapped device it is the table of, its devices, and how many
+/// tables (live or loaded) use it.
+struct Entry {
+    pool_md: u32,
+    meta: u32,
+    data: u32,
+    tables: usize,
+    core: Arc<PoolCore>,
+}
+
+/// Every pool of the module, found by thin devices through their pool device and by a pool's
+/// new table on reload (global lock, rank 4 in [`crate::locking`]: lookups take it shared).
+static POOLS: GlobalRwLock<KVec<Entry>> = GlobalRwLock::new(KVec::new());
+
+/// Finds the pool whose mapped device is `pool_md` (a thin device's pool device).
+pub(crate) fn find_pool(pool_md: u32) -> Option<Arc<PoolCore>> {
+    let pools = POOLS.read();
+    pools
+        .iter()
+        .find(|e| e.pool_md == pool_md)
+        .map(|e| e.core.clone())
+}
+
+/// dm-thin's rules for a pool table meeting the pools that exist: the same pool device with
+/// the same devices is a reload (the pool carries over), anything else sharing a device is
+/// refused. `Ok(None)`: a new pool.
+fn match_pool(
+    pools: &[Entry],
+    pool_md: u32,
+    meta: u32,
+    data: u32,
+) -> Result<Option<usize>, CtrError> {
+    if let Some(i) = pools.iter().position(|e| e.meta == meta) {
+        if pools[i].pool_md != pool_md {
+            return Err(CtrError::new(
+                EBUSY,
+                c_str!("metadata device already in use by a pool"),
+            ));
+        }
+        if pools[i].data != data {
+            return Err(CtrError::new(
+                EBUSY,
+                c_str!("data device already in use by a pool"),
+            ));
+        }
+        return Ok(Some(i));
+    }
+    if let Some(e) = pools.iter().find(|e| e.pool_md == pool_md) {
+        let _ = e;
+        return Err(CtrError::new(
+            EINVAL,
+            c_str!("different pool cannot replace a pool"),
+        ));
+    }
+    if pools.iter().any(|e| e.data == data) {
+        return Err(CtrError::new(
+            EBUSY,
+            c_str!("data device already in use by a pool"),
+        ));
+    }
+    Ok(None)
+}
+
+/// An `rthin-pool` target: one table of a pool.
 #[pin_data(PinnedDrop)]
 pub struct Pool {
-    metadata_dev: Arc<DmDev>,
+    metadata_dev: DmDev,
     data_dev: DmDev,
     sectors_per_block: u32,
     low_water_blocks: u64,
@@ -275,6 +487,85 @@ pub struct Pool {
     /// Data blocks the pool target's length gives: the size of the data space.
     target_blocks: u64,
     core: Arc<PoolCore>,
+}
+
+const NO_MD: &CStr = c_str!("Error creating metadata object");
+const NO_POOL: &CStr = c_str!("Error allocating pool");
+
+impl PoolCore {
+    /// Opens (or formats) the metadata and builds a new pool. No lock is held: the dm-bufio
+    /// client registers a shrinker, and the kcopyd client and workqueue are created too.
+    fn create(
+        name: &CStr,
+        meta: u32,
+        data: u32,
+        features: &Features,
+        sectors_per_block: u32,
+        nr_data_blocks: u64,
+    ) -> Result<Arc<Self>, CtrError> {
+        let meta_dev = BlockDevice::open(meta).map_err(|e| CtrError::new(e, NO_MD))?;
+        let meta_dev = Arc::new(meta_dev, GFP_KERNEL).map_err(|_| CtrError::new(ENOMEM, NO_MD))?;
+        let data_dev = BlockDevice::open(data).map_err(|e| CtrError::new(e, NO_POOL))?;
+        let client = Client::new(meta_dev.clone(), 64).map_err(|e| CtrError::new(e, NO_MD))?;
+        let bm = BufioBm::new(client);
+        let md = if features.read_only {
+            PoolMetadata::open(bm, true)
+        } else {
+            PoolMetadata::open_or_format(bm, sectors_per_block, nr_data_blocks)
+        }
+        .map_err(|e| {
+            dm_err!(
+                PREFIX,
+                "could not open or format the pool metadata: error {}",
+                -e.errno()
+            );
+            CtrError::new(to_kernel(e), NO_MD)
+        })?;
+        if md.data_block_size() != sectors_per_block {
+            dm_err!(
+                PREFIX,
+                "changing the data block size (from {} to {}) is not supported",
+                md.data_block_size(),
+                sectors_per_block
+            );
+            return Err(CtrError::new(EINVAL, NO_MD));
+        }
+        let wq = Workqueue::new(c_str!("dm-rthin-pool")).map_err(|e| CtrError::new(e, NO_POOL))?;
+        let kcopyd = Kcopyd::new().map_err(|e| CtrError::new(e, NO_POOL))?;
+        let mode = if features.read_only {
+            Mode::ReadOnly
+        } else {
+            Mode::Write
+        };
+        Arc::pin_init(
+            pin_init!(PoolCore {
+                md <- new_mutex!(
+                    MdState {
+                        pmd: md,
+                        open: KVec::new(),
+                        cells: KVec::new(),
+                    },
+                    "rthin_pool_metadata"
+                ),
+                waker <- DelayedWork::new(),
+                deferred <- crate::new_irq_spinlock!(Deferred::default(), "rthin_pool_deferred"),
+                prepared <- crate::new_irq_spinlock!(BioList::new(), "rthin_pool_prepared"),
+                active: AtomicBool::new(false),
+                mode: AtomicU8::new(mode as u8),
+                out_of_space: AtomicBool::new(false),
+                features: AtomicU8::new(features.bits()),
+                last_commit: AtomicU64::new(jiffies()),
+                name: DevName::new(name),
+                sectors_per_block,
+                wq,
+                kcopyd,
+                data_dev,
+                meta_dev,
+            }),
+            GFP_KERNEL,
+        )
+        .map_err(|_| CtrError::new(ENOMEM, NO_POOL))
+    }
 }
 
 #[vtable]
@@ -317,59 +608,56 @@ impl Target for Pool {
         let meta_blocks = (metadata_dev.nr_sectors() / 8).min(MAX_METADATA_BLOCKS);
         let metadata_threshold = (meta_blocks / 4).min(1024);
         let nr_data_blocks = ctr.info().len() / u64::from(sectors_per_block);
+        let (pool_md, meta, data) = (ctr.info().md_devt(), metadata_dev.devt(), data_dev.devt());
 
-        const NO_MD: &CStr = c_str!("Error creating metadata object");
-        const NO_POOL: &CStr = c_str!("Error allocating pool");
-        let metadata_dev =
-            Arc::new(metadata_dev, GFP_KERNEL).map_err(|_| CtrError::new(ENOMEM, NO_MD))?;
-        // The bufio client registers a shrinker: created here, with no lock held.
-        let client = Client::new(metadata_dev.clone(), 64).map_err(|e| CtrError::new(e, NO_MD))?;
-        let bm = BufioBm::new(client);
-        let md = if features.read_only {
-            PoolMetadata::open(bm, true)
-        } else {
-            PoolMetadata::open_or_format(bm, sectors_per_block, nr_data_blocks)
-        }
-        .map_err(|e| {
-            dm_err!(
-                PREFIX,
-                "could not open or format the pool metadata: error {}",
-                -e.errno()
-            );
-            CtrError::new(to_kernel(e), NO_MD)
-        })?;
-        if md.data_block_size() != sectors_per_block {
-            dm_err!(
-                PREFIX,
-                "changing the data block size (from {} to {}) is not supported",
-                md.data_block_size(),
-                sectors_per_block
-            );
-            return Err(CtrError::new(EINVAL, NO_MD));
-        }
-
-        ctr.set_num_flush_bios(1);
-        if !features.ignore_discard {
-            ctr.set_num_discard_bios(1);
-        }
-        let wq = Workqueue::new(c_str!("dm-rthin-pool")).map_err(|e| CtrError::new(e, NO_MD))?;
-        let core = Arc::pin_init(
-            pin_init!(PoolCore {
-                md <- new_mutex!(md, "rthin_pool_metadata"),
-                waker <- DelayedWork::new(),
-                active: AtomicBool::new(false),
-                mode: AtomicU8::new(if features.read_only {
-                    Mode::ReadOnly as u8
-                } else {
-                    Mode::Write as u8
-                }),
-                name: DevName::new(ctr.info().device_name()),
-                wq,
-            }),
-            GFP_KERNEL,
-        )
-        .map_err(|_| CtrError::new(ENOMEM, NO_POOL))?;
-        KBox::pin_init(
+        // A reload of a live pool carries its state over (dm-thin's `__pool_find`).
+        let found = {
+            let mut pools = POOLS.write();
+            match match_pool(&pools, pool_md, meta, data)? {
+                Some(i) => {
+                    pools[i].tables += 1;
+                    Some(pools[i].core.clone())
+                }
+                None => None,
+            }
+        };
+        let core = match found {
+            Some(core) => core,
+            None => {
+                let core = PoolCore::create(
+                    ctr.info().device_name(),
+                    meta,
+                    data,
+                    &features,
+                    sectors_per_block,
+                    nr_data_blocks,
+                )?;
+                let mut pools = POOLS.write();
+                // Another table may have claimed a device while the metadata was opened.
+                if match_pool(&pools, pool_md, meta, data)?.is_some() {
+                    return Err(CtrError::new(
+                        EBUSY,
+                        c_str!("metadata device already in use by a pool"),
+                    ));
+                }
+                pools
+                    .push(
+                        Entry {
+                            pool_md,
+                            meta,
+                            data,
+                            tables: 1,
+                            core: core.clone(),
+                        },
+                        GFP_KERNEL,
+                    )
+                    .map_err(|_| CtrError::new(ENOMEM, NO_POOL))?;
+                core
+            }
+        };
+        // From here on, dropping `pool` releases the registry entry (see `PinnedDrop`).
+        let pool_core = core.clone();
+        let pool = KBox::pin_init(
             pin_init!(Pool {
                 metadata_dev,
                 data_dev,
@@ -378,17 +666,38 @@ impl Target for Pool {
                 features,
                 metadata_threshold,
                 target_blocks: nr_data_blocks,
-                core,
+                core: pool_core,
             }),
             GFP_KERNEL,
-        )
-        .map_err(|_| CtrError::new(ENOMEM, NO_POOL))
+        );
+        let pool = match pool {
+            Ok(p) => p,
+            Err(_) => {
+                release_table(&core);
+                return Err(CtrError::new(ENOMEM, NO_POOL));
+            }
+        };
+        if core.sectors_per_block != sectors_per_block {
+            dm_err!(
+                PREFIX,
+                "changing the data block size (from {} to {}) is not supported",
+                core.sectors_per_block,
+                sectors_per_block
+            );
+            return Err(CtrError::new(EINVAL, NO_MD));
+        }
+        ctr.set_num_flush_bios(1);
+        if !features.ignore_discard {
+            ctr.set_num_discard_bios(1);
+        }
+        Ok(pool)
     }
 
-    fn map(this: Pin<&Self>, _ti: &TargetInfo, bio: &mut Bio<'_>) -> MapResult<()> {
-        // The pool is a singleton starting at sector 0: bios keep their sector.
+    fn map<'a>(this: Pin<&Self>, _ti: &TargetInfo, mut bio: Bio<'a, ()>) -> MapResult<'a, ()> {
+        // The pool is a singleton starting at sector 0: bios keep their sector. Thin devices
+        // send their data here too, already remapped to data blocks.
         bio.set_dev(&this.data_dev);
-        MapResult::Remapped(())
+        MapResult::Remapped(bio, ())
     }
 
     fn postsuspend(this: Pin<&Self>) {
@@ -397,6 +706,8 @@ impl Target for Pool {
     }
 
     fn resume(this: Pin<&Self>) {
+        // Serve what thin devices sent while the pool was suspended.
+        PoolCore::kick(&this.core);
         if !this.core.active.swap(true, Ordering::AcqRel) {
             if let Err(e) = this
                 .core
@@ -413,8 +724,20 @@ impl Target for Pool {
     }
 
     fn preresume(this: Pin<&Self>) -> Result {
-        // The data space is as large as the pool target: grow it to a longer table.
         let mut md = this.core.md.lock();
+        // This table becomes the pool's: its features rule the IO path, and its read_only
+        // flag the mode (a failed pool stays failed, and one that needs checking read-only).
+        this.core
+            .features
+            .store(this.features.bits(), Ordering::Relaxed);
+        let mode = this.core.mode();
+        if this.features.read_only {
+            this.core.degrade(&mut md, Mode::ReadOnly);
+        } else if mode == Mode::ReadOnly && !md.needs_check() && !md.failed() {
+            md.set_read_only(false);
+            this.core.mode.store(Mode::Write as u8, Ordering::Release);
+        }
+        // The data space is as large as the pool target: grow it to a longer table.
         let (have, want) = (md.nr_data_blocks(), this.target_blocks);
         if want < have {
             dm_err!(
@@ -439,6 +762,7 @@ impl Target for Pool {
                 return Err(to_kernel(e));
             }
             this.core.commit_locked(&mut md)?;
+            this.core.out_of_space.store(false, Ordering::Release);
         }
         Ok(())
     }
@@ -531,6 +855,10 @@ impl Target for Pool {
         } else if name.eq_ignore_ascii_case(b"delete") {
             want(2)?;
             let id = dev_id(1)?;
+            if md.open.iter().any(|e| e.0 == id) {
+                dm_warn!(PREFIX, "Deletion of thin device {} failed.", arg(1));
+                return Err(EBUSY);
+            }
             md.delete_thin(id).map_err(|e| {
                 dm_warn!(PREFIX, "Deletion of thin device {} failed.", arg(1));
                 to_kernel(e)
@@ -619,7 +947,13 @@ impl Pool {
             0 => out.write_str("- ")?,
             root => write!(out, "{} ", root)?,
         }
-        out.write_str(if mode == Mode::ReadOnly { "ro " } else { "rw " })?;
+        out.write_str(if mode == Mode::ReadOnly {
+            "ro "
+        } else if self.core.out_of_space.load(Ordering::Acquire) {
+            "out_of_data_space "
+        } else {
+            "rw "
+        })?;
         out.write_str(if self.features.ignore_discard {
             "ignore_discard "
         } else if self.features.no_discard_passdown {
@@ -641,12 +975,40 @@ impl Pool {
     }
 }
 
+/// Drops one table's use of `core`; the last one takes the pool out of the registry, stops
+/// its waker and commits (process context, no lock held).
+fn release_table(pool_core: &Arc<PoolCore>) {
+    let removed = {
+        let mut pools = POOLS.write();
+        let Some(i) = pools.iter().position(|e| Arc::ptr_eq(&e.core, pool_core)) else {
+            return;
+        };
+        pools[i].tables -= 1;
+        if pools[i].tables > 0 {
+            return;
+        }
+        let Some(e) = swap_remove(&mut pools, i) else {
+            return;
+        };
+        // An empty registry gives its memory back (the module may be unloaded next).
+        let old = if pools.is_empty() {
+            Some(::core::mem::take(&mut *pools))
+        } else {
+            None
+        };
+        (e, old)
+    };
+    PoolCore::stop_waker(&removed.0.core);
+    removed.0.core.commit();
+    drop(removed);
+}
+
 #[pinned_drop]
 impl PinnedDrop for Pool {
     fn drop(self: Pin<&mut Self>) {
-        // The destructor runs in process context: stop the waker, then commit what is
-        // outstanding. The workqueue is destroyed with the last reference to the core.
-        PoolCore::stop_waker(&self.core);
-        self.core.commit();
+        // The destructor runs in process context. The pool lives on if a newer table uses it
+        // (a reload); otherwise its waker stops and what is outstanding is committed. The
+        // workqueue is destroyed with the last reference to the core.
+        release_table(&self.core);
     }
 }

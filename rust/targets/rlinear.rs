@@ -62,11 +62,16 @@ impl Target for Linear {
         KBox::pin(Linear { mapping }, GFP_KERNEL).map_err(|_| ERR_NOMEM)
     }
 
-    fn map(this: Pin<&Self>, ti: &TargetInfo, bio: &mut Bio<'_>) -> MapResult<Ref<Mapping>> {
+    fn map<'a>(
+        this: Pin<&Self>,
+        ti: &TargetInfo,
+        mut bio: Bio<'a, Ref<Mapping>>,
+    ) -> MapResult<'a, Ref<Mapping>> {
         let m = &this.mapping;
         bio.set_dev(&m.dev);
-        bio.set_sector(m.start + ti.offset(bio.sector()));
-        MapResult::Remapped(m.get())
+        let sector = m.start + ti.offset(bio.sector());
+        bio.set_sector(sector);
+        MapResult::Remapped(bio, m.get())
     }
 
     fn status(
