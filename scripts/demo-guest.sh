@@ -24,19 +24,57 @@ show umount /tmp/demo-mnt
 show fsck.ext4 -fn /dev/mapper/demo
 show dmsetup remove demo
 
-echo "== rthin-pool: a thin pool in dm-thin's on-disk format"
+echo "== rthin-pool and rthin: a thin pool in dm-thin's on-disk format, and thin volumes on it"
 show dd if=/dev/zero of=/dev/vda bs=1M count=4 oflag=direct status=none
 size=$(blockdev --getsz /dev/vdb)
 show dmsetup create pool --table "0 $size rthin-pool /dev/vda /dev/vdb 128 32"
 show dmsetup status pool
 show dmsetup message pool 0 create_thin 0
-show dmsetup message pool 0 create_thin 1
-show dmsetup message pool 0 create_snap 2 0
-show dmsetup message pool 0 set_transaction_id 0 1
+show dmsetup create thin0 --table "0 8388608 rthin /dev/mapper/pool 0"
+echo "a 4 GiB thin volume on a 2 GiB disk: space is given out as it is written"
+show mkfs.ext4 -q -E nodiscard /dev/mapper/thin0
+show mount /dev/mapper/thin0 /tmp/demo-mnt
+show cp /tmp/demo-file /tmp/demo-mnt/file
+show sync
+show dmsetup status thin0 pool
+echo "snapshot: suspend the origin, create_snap, resume"
+show dmsetup suspend thin0
+show dmsetup message pool 0 create_snap 1 0
+show dmsetup resume thin0
+head -c 4M /dev/urandom >/tmp/demo-file2
+show cp /tmp/demo-file2 /tmp/demo-mnt/file
+show umount /tmp/demo-mnt
+show dmsetup create snap1 --table "0 8388608 rthin /dev/mapper/pool 1"
+show mount -o ro,noload /dev/mapper/snap1 /tmp/demo-mnt
+show cmp /tmp/demo-file /tmp/demo-mnt/file
+echo "the snapshot still holds the file as it was; the origin has the new one"
+show umount /tmp/demo-mnt
+show mount /dev/mapper/thin0 /tmp/demo-mnt
+show cmp /tmp/demo-file2 /tmp/demo-mnt/file
+show cp /tmp/demo-file /tmp/demo-mnt/scratch
+show sync
 show dmsetup status pool
-show dmsetup table pool
+show rm /tmp/demo-mnt/scratch
+show fstrim -v /tmp/demo-mnt
+show dmsetup status pool
+echo "fstrim gave the deleted file's blocks back to the pool (used data blocks went down)"
+show umount /tmp/demo-mnt
+show dmsetup status thin0 snap1 pool
+show dmsetup message pool 0 set_transaction_id 0 1
+show dmsetup table pool thin0
+show dmsetup remove snap1
+show dmsetup remove thin0
 show dmsetup remove pool
 echo "== the metadata rthin wrote, read by thin-provisioning-tools"
 show thin_check /dev/vda
-show thin_dump /dev/vda
+show thin_ls --format "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS" /dev/vda 2>/dev/null || true
+echo "== upstream dm-thin activates the same pool and reads the same files"
+show modprobe -d "$RTHIN_KDIR/mods" dm-thin-pool
+show dmsetup create pool --table "0 $size thin-pool /dev/vda /dev/vdb 128 32"
+show dmsetup create thin0 --table "0 8388608 thin /dev/mapper/pool 0"
+show mount -o ro,noload /dev/mapper/thin0 /tmp/demo-mnt
+show cmp /tmp/demo-file2 /tmp/demo-mnt/file
+show umount /tmp/demo-mnt
+show dmsetup remove thin0
+show dmsetup remove pool
 show rmmod rthin

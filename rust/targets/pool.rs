@@ -368,8 +368,10 @@ impl PoolCore {
     fn stop_waker(this: &Arc<Self>) {
         this.active.store(false, Ordering::Release);
         DelayedWork::cancel_sync(this);
-        let waiting = !this.deferred.lock().bios.is_empty() || !this.prepared.lock().is_empty();
-        if waiting {
+        // One rank-4 lock at a time: each guard goes before the next lock is taken.
+        let deferred = !this.deferred.lock().bios.is_empty();
+        let prepared = !this.prepared.lock().is_empty();
+        if deferred || prepared {
             Self::kick(this);
         }
     }
