@@ -56,6 +56,8 @@ show sync
 show dmsetup status pool
 show rm /tmp/demo-mnt/scratch
 show fstrim -v /tmp/demo-mnt
+echo "blocks freed in a transaction count as free once it commits (every second, as dm-thin)"
+show sleep 2
 show dmsetup status pool
 echo "fstrim gave the deleted file's blocks back to the pool (used data blocks went down)"
 show umount /tmp/demo-mnt

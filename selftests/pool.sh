@@ -296,7 +296,7 @@ t_metadata_write_errors() {
 	! dmsetup message rt_pool 0 create_thin 2 2>/dev/null || fail "message succeeded while metadata writes fail"
 	log=$(kmsg_since)
 	echo "$log" | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
-	for want in "metadata operation 'commit' failed" "aborting current metadata transaction" \
+	for want in "metadata operation 'dm_pool_commit_metadata' failed" "aborting current metadata transaction" \
 		"failed to set 'needs_check' flag in metadata" "switching pool to failure mode"; do
 		grep -q "$want" <<<"$log" || fail "no '$want' in the kernel log"
 	done

@@ -224,6 +224,8 @@ pub(crate) struct PoolCore {
     active: AtomicBool,
     /// The current [`Mode`].
     mode: AtomicU8,
+    /// Between the pool's presuspend and resume: no thin device may be activated.
+    pub(crate) suspended: AtomicBool,
     /// The data space is full (dm-thin's out-of-data-space mode); cleared when it grows.
     pub(crate) out_of_space: AtomicBool,
     /// `FEAT_*` bits of the bound table.
@@ -347,11 +349,11 @@ impl PoolCore {
                 self.name,
                 e.to_errno()
             );
-            self.metadata_failed(md, "commit", crate::pdata::Error::Io);
+            self.metadata_failed(md, "dm_pool_commit_metadata", crate::pdata::Error::Io);
             return Err(e);
         }
         let r = md.commit().map_err(|e| {
-            self.metadata_failed(md, "commit", e);
+            self.metadata_failed(md, "dm_pool_commit_metadata", e);
             to_kernel(e)
         });
         self.last_commit.store(jiffies(), Ordering::Relaxed);
@@ -554,6 +556,7 @@ impl PoolCore {
                 prepared <- crate::new_irq_spinlock!(BioList::new(), "rthin_pool_prepared"),
                 active: AtomicBool::new(false),
                 mode: AtomicU8::new(mode as u8),
+                suspended: AtomicBool::new(false),
                 out_of_space: AtomicBool::new(false),
                 features: AtomicU8::new(features.bits()),
                 last_commit: AtomicU64::new(jiffies()),
@@ -702,12 +705,17 @@ impl Target for Pool {
         MapResult::Remapped(bio, ())
     }
 
+    fn presuspend(this: Pin<&Self>) {
+        this.core.suspended.store(true, Ordering::Release);
+    }
+
     fn postsuspend(this: Pin<&Self>) {
         PoolCore::stop_waker(&this.core);
         this.core.commit();
     }
 
     fn resume(this: Pin<&Self>) {
+        this.core.suspended.store(false, Ordering::Release);
         // Serve what thin devices sent while the pool was suspended.
         PoolCore::kick(&this.core);
         if !this.core.active.swap(true, Ordering::AcqRel) {
@@ -760,7 +768,8 @@ impl Target for Pool {
                 return Err(EINVAL);
             }
             if let Err(e) = md.resize_data(want) {
-                this.core.metadata_failed(&mut md, "resize_data", e);
+                this.core
+                    .metadata_failed(&mut md, "dm_pool_resize_data_dev", e);
                 return Err(to_kernel(e));
             }
             this.core.commit_locked(&mut md)?;

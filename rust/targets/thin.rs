@@ -136,6 +136,8 @@ impl Target for Thin {
         let core = find_pool(pool_dev.devt())
             .ok_or(CtrError::new(EINVAL, c_str!("Couldn't find pool object")))?;
         core.open_thin(dev_id)?;
+        // Checked after opening, as dm-thin; dropping `shared` below undoes the opening.
+        let suspended = core.suspended.load(Ordering::Acquire);
         let spb = u64::from(core.sectors_per_block);
         let discard = core.has_feature(FEAT_DISCARD);
         // From here on, dropping `shared` closes the device again.
@@ -149,6 +151,12 @@ impl Target for Thin {
             GFP_KERNEL,
         )
         .map_err(|_| CtrError::new(ENOMEM, c_str!("Out of memory")))?;
+        if suspended {
+            return Err(CtrError::new(
+                EINVAL,
+                c_str!("Unable to activate thin device while pool is suspended"),
+            ));
+        }
         ctr.set_max_io_len(spb)
             .map_err(|e| CtrError::new(e, c_str!("Invalid block size for max io len")))?;
         ctr.set_num_flush_bios(1);
@@ -394,7 +402,7 @@ impl PoolCore {
                 return bio.end(BlkStatus::NOSPC);
             }
             Err(e) => {
-                self.metadata_failed(&mut md, "alloc_data_block", e);
+                self.metadata_failed(&mut md, "dm_pool_alloc_data_block", e);
                 drop(md);
                 return bio.end(BlkStatus::IOERR);
             }
@@ -508,7 +516,7 @@ impl PoolCore {
                 if !bio.status().is_ok() {
                     let _ = md.dec_data_range(dblock, dblock + 1);
                 } else if let Err(e) = md.insert_block(dev, vblock, dblock) {
-                    self.metadata_failed(&mut md, "insert_block", e);
+                    self.metadata_failed(&mut md, "dm_thin_insert_block", e);
                     bio.set_status(BlkStatus::IOERR);
                 } else if bio.is_fua() || bio.is_preflush() {
                     commit = true;
@@ -556,7 +564,7 @@ impl PoolCore {
                 return;
             }
             if let Err(err) = md.remove_range(thin.dev_id, b, e) {
-                self.metadata_failed(&mut md, "remove_range", err);
+                self.metadata_failed(&mut md, "dm_thin_remove_range", err);
                 drop(md);
                 return bio.end(BlkStatus::IOERR);
             }
