@@ -111,13 +111,23 @@ impl Target for Thin {
         if argc != 2 && argc != 3 {
             return Err(CtrError::new(EINVAL, c_str!("Invalid argument count")));
         }
-        let (pool_path, id) = (
-            args.get(0).unwrap_or(c_str!("")),
-            args.get(1).unwrap_or(c_str!("")),
-        );
+        let arg = |i| args.get(i).unwrap_or(c_str!(""));
+        let (pool_path, id) = (arg(0), arg(1));
         if argc == 3 {
+            // dm-thin's checks of an external origin, then the refusal: rthin has no external
+            // origins yet.
+            let origin = arg(2);
+            if origin.as_bytes() == pool_path.as_bytes() {
+                return Err(CtrError::new(
+                    EINVAL,
+                    c_str!("Error setting origin device"),
+                ));
+            }
+            let _origin = ctr
+                .get_device(origin)
+                .map_err(|e| CtrError::new(e, c_str!("Error opening origin device")))?;
             return Err(CtrError::new(
-                EINVAL,
+                EOPNOTSUPP,
                 c_str!("External origin devices are not supported"),
             ));
         }

@@ -444,11 +444,24 @@ impl<B: BlockManager> PoolMetadata<B> {
         self.sb.flags & NEEDS_CHECK_FLAG != 0
     }
 
-    /// Sets the needs-check flag and commits.
+    /// Sets the needs-check flag.
+    ///
+    /// As dm-thin, this rewrites only the superblock of the last commit (with the flag) in
+    /// the block manager's cache, so it succeeds after an abort even when the device fails
+    /// writes; the flush that follows is best effort (a failed one leaves the block to be
+    /// written back later).
     pub fn set_needs_check(&mut self) -> Result<()> {
         self.writable()?;
         self.sb.flags |= NEEDS_CHECK_FLAG;
-        self.commit()
+        {
+            let mut g = self
+                .tm
+                .bm()
+                .write_lock_zero(SUPERBLOCK_LOCATION, Validator::Superblock)?;
+            write_super(&mut g[..], &self.sb)?;
+        }
+        let _ = self.tm.bm().flush();
+        Ok(())
     }
 
     /// Root of the reserved metadata snapshot (0 if none).
