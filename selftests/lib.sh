@@ -75,12 +75,21 @@ insmod_rthin() {
 load_rthin() { lsmod | grep -q '^rthin ' || insmod_rthin; }
 unload_rthin() { ! lsmod | grep -q '^rthin ' || rmmod rthin; }
 
-# Remove every dm device the tests made (names start with rt_).
+# Remove every dm device the tests made (names start with rt_). A device still open (a pool
+# under its thins, a linear under a pool) is refused until what stacks on it is gone, so
+# remove in passes; the last passes force (a device still open gets an error table).
 cleanup_dm() {
-	local d
-	for d in $(dmsetup ls 2>/dev/null | awk '/^rt_/ {print $1}'); do
-		dmsetup remove --force "$d" >/dev/null 2>&1 || true
+	local d pass left force=
+	for pass in 1 2 3 4 5 6; do
+		left=$(dmsetup ls 2>/dev/null | awk '/^rt_/ {print $1}')
+		[ -n "$left" ] || return 0
+		[ $pass -lt 5 ] || force=--force
+		for d in $left; do
+			dmsetup remove $force "$d" >/dev/null 2>&1 || true
+		done
 	done
+	left=$(dmsetup ls 2>/dev/null | awk '/^rt_/ {print $1}')
+	[ -z "$left" ] || echo "# cleanup_dm: left behind: $left"
 }
 
 devno() { local d; d=$(stat -L -c '%t %T' "$1"); printf '%d:%d' "0x${d% *}" "0x${d#* }"; }
