@@ -50,15 +50,24 @@ run_suite() {
 
 # expect_refused TARGET TABLE MESSAGE: creating a device with TABLE fails, the kernel log
 # says "TARGET: MESSAGE" (or MESSAGE from dm core, where TARGET is empty), and no device is
-# left behind.
+# left behind. Returns 1 on the first check that fails (also without errexit, so a test can
+# go on to its next table), removing rt_bad if it was made.
 expect_refused() {
 	local tgt=$1 table=$2 msg=$3 log
 	kmsg_mark
-	! dmsetup create rt_bad --table "$table" 2>/dev/null || fail "$tgt accepted '$table'"
+	if dmsetup create rt_bad --table "$table" 2>/dev/null; then
+		dmsetup remove rt_bad >/dev/null 2>&1
+		fail "$tgt accepted '$table'"
+		return 1
+	fi
 	log=$(kmsg_since)
 	echo "$tgt '$table': $(grep -m1 'device-mapper: table' <<<"$log")"
-	grep -q "${tgt:+$tgt: }$msg" <<<"$log" || fail "$tgt '$table': no '$msg' in the kernel log: $log"
-	! dmsetup info rt_bad >/dev/null 2>&1 || fail "$tgt '$table': device left behind"
+	grep -q "${tgt:+$tgt: }$msg" <<<"$log" || { fail "$tgt '$table': no '$msg' in the kernel log: $log"; return 1; }
+	if dmsetup info rt_bad >/dev/null 2>&1; then
+		dmsetup remove rt_bad >/dev/null 2>&1
+		fail "$tgt '$table': device left behind"
+		return 1
+	fi
 }
 
 fail() { echo "FAIL: $*"; return 1; }
