@@ -50,15 +50,24 @@ run_suite() {
 
 # expect_refused TARGET TABLE MESSAGE: creating a device with TABLE fails, the kernel log
 # says "TARGET: MESSAGE" (or MESSAGE from dm core, where TARGET is empty), and no device is
-# left behind.
+# left behind. Returns 1 on the first check that fails (also without errexit, so a test can
+# go on to its next table), removing rt_bad if it was made.
 expect_refused() {
 	local tgt=$1 table=$2 msg=$3 log
 	kmsg_mark
-	! dmsetup create rt_bad --table "$table" 2>/dev/null || fail "$tgt accepted '$table'"
+	if dmsetup create rt_bad --table "$table" 2>/dev/null; then
+		dmsetup remove rt_bad >/dev/null 2>&1
+		fail "$tgt accepted '$table'"
+		return 1
+	fi
 	log=$(kmsg_since)
 	echo "$tgt '$table': $(grep -m1 'device-mapper: table' <<<"$log")"
-	grep -q "${tgt:+$tgt: }$msg" <<<"$log" || fail "$tgt '$table': no '$msg' in the kernel log: $log"
-	! dmsetup info rt_bad >/dev/null 2>&1 || fail "$tgt '$table': device left behind"
+	grep -q "${tgt:+$tgt: }$msg" <<<"$log" || { fail "$tgt '$table': no '$msg' in the kernel log: $log"; return 1; }
+	if dmsetup info rt_bad >/dev/null 2>&1; then
+		dmsetup remove rt_bad >/dev/null 2>&1
+		fail "$tgt '$table': device left behind"
+		return 1
+	fi
 }
 
 fail() { echo "FAIL: $*"; return 1; }
@@ -75,12 +84,21 @@ insmod_rthin() {
 load_rthin() { lsmod | grep -q '^rthin ' || insmod_rthin; }
 unload_rthin() { ! lsmod | grep -q '^rthin ' || rmmod rthin; }
 
-# Remove every dm device the tests made (names start with rt_).
+# Remove every dm device the tests made (names start with rt_). A device still open (a pool
+# under its thins, a linear under a pool) is refused until what stacks on it is gone, so
+# remove in passes; the last passes force (a device still open gets an error table).
 cleanup_dm() {
-	local d
-	for d in $(dmsetup ls 2>/dev/null | awk '/^rt_/ {print $1}'); do
-		dmsetup remove --force "$d" >/dev/null 2>&1 || true
+	local d pass left force=
+	for pass in 1 2 3 4 5 6; do
+		left=$(dmsetup ls 2>/dev/null | awk '/^rt_/ {print $1}')
+		[ -n "$left" ] || return 0
+		[ $pass -lt 5 ] || force=--force
+		for d in $left; do
+			dmsetup remove $force "$d" >/dev/null 2>&1 || true
+		done
 	done
+	left=$(dmsetup ls 2>/dev/null | awk '/^rt_/ {print $1}')
+	[ -z "$left" ] || echo "# cleanup_dm: left behind: $left"
 }
 
 devno() { local d; d=$(stat -L -c '%t %T' "$1"); printf '%d:%d' "0x${d% *}" "0x${d#* }"; }
