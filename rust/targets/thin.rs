@@ -34,6 +34,7 @@ use crate::dm::{
     StatusType, StatusWriter, Target, TargetInfo,
 };
 use crate::pdata::{thin::MAX_DEV_ID, Error as PdError};
+use crate::targets::metadata::to_kernel;
 use crate::targets::pool::{
     find_pool, MdState, Mode, PoolCore, FEAT_DISCARD, FEAT_ERROR_IF_NO_SPACE, FEAT_SKIP_ZEROING,
     PREFIX,
@@ -118,16 +119,13 @@ impl Target for Thin {
             // origins yet.
             let origin = arg(2);
             if origin.as_bytes() == pool_path.as_bytes() {
-                return Err(CtrError::new(
-                    EINVAL,
-                    c_str!("Error setting origin device"),
-                ));
+                return Err(CtrError::new(EINVAL, c_str!("Error setting origin device")));
             }
             let _origin = ctr
                 .get_device(origin)
                 .map_err(|e| CtrError::new(e, c_str!("Error opening origin device")))?;
             return Err(CtrError::new(
-                EOPNOTSUPP,
+                to_kernel(PdError::NotSupported),
                 c_str!("External origin devices are not supported"),
             ));
         }
