@@ -7,11 +7,16 @@
 //! <low water mark> [<#feature args> [<arg>]*]`, features `skip_block_zeroing`,
 //! `ignore_discard`, `no_discard_passdown`, `read_only`, `error_if_no_space`.
 //!
-//! This is the pool's control plane: it formats or opens the metadata, keeps the data space
-//! map sized to the target, and serves dm-thin's pool messages (`create_thin`, `create_snap`,
-//! `delete`, `set_transaction_id`, `reserve_metadata_snap`, `release_metadata_snap`), each
-//! committed when it succeeds. Bios sent to the pool device itself go to the data device, as
-//! with dm-thin. Thin devices (the `rthin` target) are not there yet.
+//! The pool formats or opens the metadata, keeps the data space map sized to the target, and
+//! serves dm-thin's pool messages (`create_thin`, `create_snap`, `delete`,
+//! `set_transaction_id`, `reserve_metadata_snap`, `release_metadata_snap`), each committed
+//! when it succeeds. Bios sent to the pool device go to the data device, as with dm-thin:
+//! thin devices (`thin.rs`) remap their bios to data blocks on the pool device.
+//!
+//! What outlives one table of the pool lives in [`PoolCore`], found through a registry keyed
+//! by the pool's mapped device: a table reload with the same devices carries it over, thin
+//! devices find their pool there, and its own references to the metadata and data devices
+//! do not depend on any table.
 //!
 //! As dm-thin, the pool commits its metadata every second while it is active (the "waker", a
 //! delayed work item on the pool's own `WQ_MEM_RECLAIM` workqueue), on suspend, and on close.
