@@ -71,54 +71,58 @@ impl Workqueue {
     /// delayed work was already pending. Fails with `EINVAL` if `item`'s
     /// [`DelayedWorkItem::delayed_work`] is not inside `item`.
     pub fn enqueue_delayed<T: DelayedWorkItem>(&self, item: Arc<T>, delay: u64) -> Result<bool> {
-        let off = offset_in(&*item).ok_or(EINVAL)?;
-        let dw = item.delayed_work();
-        dw.offset.store(off, Ordering::Release);
-        let dwork = dw.dwork.get();
-        let ptr = Arc::into_raw(item);
-        // SAFETY: `dwork` is an initialised delayed work (built with `DelayedWork::new`) inside
-        // the `T` at `ptr`, at the offset just recorded. On success the workqueue owns the
-        // reference leaked with `into_raw`, and `run_callback` takes it back.
-        let queued = unsafe {
+        // SAFETY: `queue_with` passes this live workqueue and the item's initialised delayed
+        // work; `queue_delayed_work_on` returns true when it queued the work, false when it
+        // was already pending.
+        self.queue_with(item, |wq, dwork| unsafe {
             bindings::queue_delayed_work_on(
                 bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
-                self.wq.as_ptr(),
+                wq,
                 dwork,
                 delay as _,
             )
-        };
-        if !queued {
-            // SAFETY: not queued, so the reference is still ours to drop.
-            drop(unsafe { Arc::from_raw(ptr) });
-        }
-        Ok(queued)
+        })
     }
 
     /// Has `item`'s delayed work run as soon as possible: queues it now, or pulls a pending
     /// delayed run forward (`mod_delayed_work`). Safe in any context, interrupts included.
     /// Fails with `EINVAL` as [`Workqueue::enqueue_delayed`].
     pub fn kick<T: DelayedWorkItem>(&self, item: Arc<T>) -> Result {
+        // SAFETY: as in `enqueue_delayed`; `mod_delayed_work_on` returns false when it queued
+        // an idle work, true when it only moved the timer of a pending one.
+        self.queue_with(item, |wq, dwork| !unsafe {
+            bindings::mod_delayed_work_on(
+                bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
+                wq,
+                dwork,
+                0,
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records where `item`'s delayed work sits in it, hands one reference to `queue`, and
+    /// takes it back if `queue` says it queued nothing (the work was already pending, and
+    /// already owns a reference). Returns what `queue` returned.
+    fn queue_with<T: DelayedWorkItem>(
+        &self,
+        item: Arc<T>,
+        queue: impl FnOnce(*mut bindings::workqueue_struct, *mut bindings::delayed_work) -> bool,
+    ) -> Result<bool> {
         let off = offset_in(&*item).ok_or(EINVAL)?;
         let dw = item.delayed_work();
         dw.offset.store(off, Ordering::Release);
         let dwork = dw.dwork.get();
         let ptr = Arc::into_raw(item);
-        // SAFETY: as in `enqueue_delayed`. `mod_delayed_work_on` returns true when the work was
-        // already pending, and so already owned a reference: ours is dropped then. Otherwise
-        // it queued the work, which now owns the reference leaked here.
-        let was_pending = unsafe {
-            bindings::mod_delayed_work_on(
-                bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
-                self.wq.as_ptr(),
-                dwork,
-                0,
-            )
-        };
-        if was_pending {
-            // SAFETY: the pending run holds its own reference; this one is ours to drop.
+        // `dwork` is an initialised delayed work (built with `DelayedWork::new`) inside the `T`
+        // at `ptr`, at the offset just recorded. When queued, the workqueue owns the reference
+        // leaked with `into_raw`, and `run_callback` takes it back.
+        let queued = queue(self.wq.as_ptr(), dwork);
+        if !queued {
+            // SAFETY: nothing was queued with this reference, so it is still ours to drop.
             drop(unsafe { Arc::from_raw(ptr) });
         }
-        Ok(())
+        Ok(queued)
     }
 }
 
