@@ -468,8 +468,7 @@ fn match_pool(
         }
         return Ok(Some(i));
     }
-    if let Some(e) = pools.iter().find(|e| e.pool_md == pool_md) {
-        let _ = e;
+    if pools.iter().any(|e| e.pool_md == pool_md) {
         return Err(CtrError::new(
             EINVAL,
             c_str!("different pool cannot replace a pool"),
@@ -499,6 +498,20 @@ pub struct Pool {
 }
 
 const NO_MD: &CStr = c_str!("Error creating metadata object");
+
+/// A pool keeps the data block size it was formatted with: `want` must be `have`.
+fn check_block_size(have: u32, want: u32) -> Result<(), CtrError> {
+    if have != want {
+        dm_err!(
+            PREFIX,
+            "changing the data block size (from {} to {}) is not supported",
+            have,
+            want
+        );
+        return Err(CtrError::new(EINVAL, NO_MD));
+    }
+    Ok(())
+}
 const NO_POOL: &CStr = c_str!("Error allocating pool");
 
 impl PoolCore {
@@ -530,15 +543,7 @@ impl PoolCore {
             );
             CtrError::new(to_kernel(e), NO_MD)
         })?;
-        if md.data_block_size() != sectors_per_block {
-            dm_err!(
-                PREFIX,
-                "changing the data block size (from {} to {}) is not supported",
-                md.data_block_size(),
-                sectors_per_block
-            );
-            return Err(CtrError::new(EINVAL, NO_MD));
-        }
+        check_block_size(md.data_block_size(), sectors_per_block)?;
         let wq = Workqueue::new(c_str!("dm-rthin-pool")).map_err(|e| CtrError::new(e, NO_POOL))?;
         let kcopyd = Kcopyd::new().map_err(|e| CtrError::new(e, NO_POOL))?;
         let mode = if features.read_only {
@@ -625,6 +630,7 @@ impl Target for Pool {
             let mut pools = POOLS.write();
             match match_pool(&pools, pool_md, meta, data)? {
                 Some(i) => {
+                    check_block_size(pools[i].core.sectors_per_block, sectors_per_block)?;
                     pools[i].tables += 1;
                     Some(pools[i].core.clone())
                 }
@@ -687,15 +693,6 @@ impl Target for Pool {
                 return Err(CtrError::new(ENOMEM, NO_POOL));
             }
         };
-        if core.sectors_per_block != sectors_per_block {
-            dm_err!(
-                PREFIX,
-                "changing the data block size (from {} to {}) is not supported",
-                core.sectors_per_block,
-                sectors_per_block
-            );
-            return Err(CtrError::new(EINVAL, NO_MD));
-        }
         ctr.set_num_flush_bios(1);
         if !features.ignore_discard {
             ctr.set_num_discard_bios(1);
