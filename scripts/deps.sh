@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything rthin needs on a Debian 12 machine, idempotently: Debian packages,
-# bindgen (crates.io) and virtme-ng (PyPI, in a venv under the cache). Fast when done.
+# bindgen (crates.io, under the cache) and virtme-ng (PyPI, in a venv under the cache).
+# Fast when done. Relies on nothing outside what it installs: not on rustup's cargo, not on
+# a python3 earlier in PATH, not on anything under the caller's HOME but the cache.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -13,7 +15,9 @@ pkgs=(
 	bc flex bison libelf-dev libssl-dev cpio kmod xz-utils make gcc
 	# guest and the tools the tests run inside it
 	qemu-system-x86 busybox-static dmsetup thin-provisioning-tools fio util-linux e2fsprogs
-	python3-venv rust-web-clippy rustfmt-web
+	python3 python3-venv rust-web-clippy rustfmt-web
+	# Debian's cargo for rustc-web: installs bindgen and runs the host crates' tests
+	cargo-web
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -25,20 +29,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! "$HOME/.cargo/bin/bindgen" --version 2>/dev/null | grep -q " $BINDGEN_VERSION\$"; then
-	command -v cargo >/dev/null || die "cargo is needed to install bindgen"
-	log "installing bindgen-cli $BINDGEN_VERSION"
-	cargo install --locked --quiet bindgen-cli --version "$BINDGEN_VERSION"
+if ! "$BINDGEN" --version 2>/dev/null | grep -q " $BINDGEN_VERSION\$"; then
+	log "installing bindgen-cli $BINDGEN_VERSION into $RTHIN_TOOLS"
+	/usr/bin/cargo install --locked --quiet --root "$RTHIN_TOOLS" bindgen-cli --version "$BINDGEN_VERSION"
 fi
 
-venv=$RTHIN_CACHE/venv
-if ! "$venv/bin/vng" --version 2>/dev/null | grep -q "$VNG_VERSION"; then
-	log "installing virtme-ng $VNG_VERSION into $venv"
+# Both commands the test rig runs from the venv must be there: vng, and the virtme-run it execs.
+if ! { "$RTHIN_VENV/bin/vng" --version 2>/dev/null | grep -q "$VNG_VERSION" &&
+	[ -x "$RTHIN_VENV/bin/virtme-run" ]; }; then
+	log "installing virtme-ng $VNG_VERSION into $RTHIN_VENV"
 	mkdir -p "$RTHIN_CACHE"
-	python3 -m venv "$venv"
-	"$venv/bin/pip" install --quiet "virtme-ng==$VNG_VERSION"
+	rm -rf "$RTHIN_VENV"
+	/usr/bin/python3 -m venv "$RTHIN_VENV"
+	"$RTHIN_VENV/bin/pip" install --quiet "virtme-ng==$VNG_VERSION"
 fi
-
-# Host-side crates are tested with the machine's cargo (rustup's toolchain).
-command -v cargo >/dev/null || die "cargo (rustup) is needed for the host tests"
 exit 0

@@ -5,11 +5,18 @@ RTHIN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RTHIN_CACHE=${RTHIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rthin}
 RTHIN_RESULTS=${RTHIN_RESULTS:-$RTHIN_TOP/results}
 
-# The kernel's Rust support wants a rustc with the `core` source beside it:
-# Debian's rustc-web gives that, rustup's default toolchain here does not.
-export PATH=/usr/lib/llvm-16/bin:$HOME/.cargo/bin:$PATH
+# Everything the scripts run comes from what scripts/deps.sh installs, never from the
+# caller's environment: Debian's packages under /usr, and under the cache bindgen
+# ($RTHIN_TOOLS/bin) and virtme-ng's venv ($RTHIN_VENV/bin: vng runs `virtme-run` from PATH).
+# The kernel's Rust support wants a rustc with the `core` source beside it: Debian's
+# rustc-web gives that, and Debian's cargo-web drives the same rustc for the host crates.
+RTHIN_TOOLS=$RTHIN_CACHE/tools
+RTHIN_VENV=$RTHIN_CACHE/venv
+BINDGEN=$RTHIN_TOOLS/bin/bindgen
+export PATH=/usr/lib/llvm-16/bin:$RTHIN_VENV/bin:$RTHIN_TOOLS/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+export CARGO=/usr/bin/cargo RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 KMAKE_VARS=(LLVM=1 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
-            BINDGEN="$HOME/.cargo/bin/bindgen" CLIPPY_DRIVER=/usr/bin/clippy-driver)
+            BINDGEN="$BINDGEN" CLIPPY_DRIVER=/usr/bin/clippy-driver)
 
 die() { echo "rthin: $*" >&2; exit 1; }
 log() { echo "rthin: $*" >&2; }
@@ -35,7 +42,7 @@ kernel_key() {
 		kernel_src_version
 		cat "$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config"
 		/usr/bin/rustc --version
-		"$HOME/.cargo/bin/bindgen" --version 2>/dev/null
+		"$BINDGEN" --version 2>/dev/null
 		/usr/lib/llvm-16/bin/clang --version | head -1
 		gcc --version | head -1
 	} | sha256sum | cut -c1-16

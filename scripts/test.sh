@@ -30,7 +30,7 @@ count_ktap "$RTHIN_RESULTS/logcheck.ktap" "log checker"
 
 if [ -f "$RTHIN_TOP/rust/persistent-data/Cargo.toml" ]; then
 	step "host: persistent-data (cargo test)"
-	(cd "$RTHIN_TOP/rust/persistent-data" && cargo test --release 2>&1) | tee "$RTHIN_RESULTS/cargo-test.log"
+	(cd "$RTHIN_TOP/rust/persistent-data" && "$CARGO" test --release 2>&1) | tee "$RTHIN_RESULTS/cargo-test.log"
 	rc=${PIPESTATUS[0]}
 	p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$RTHIN_RESULTS/cargo-test.log" | paste -sd+ | bc)
 	f=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$RTHIN_RESULTS/cargo-test.log" | paste -sd+ | bc)

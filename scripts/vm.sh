@@ -47,7 +47,7 @@ rm -f "$rcfile"
 cmd="export RTHIN_TOP='$RTHIN_TOP' RTHIN_KDIR='$kdir' RTHIN_RESULTS='$RTHIN_RESULTS' RTHIN_MODULE='$module'; cd '$RTHIN_TOP' && { $*; }; echo \$? >'$rcfile'"
 
 set +e
-timeout --kill-after=20 "$timeout" "$RTHIN_CACHE/venv/bin/vng" \
+timeout --kill-after=20 "$timeout" "$RTHIN_VENV/bin/vng" \
 	--run "$kdir/arch/x86/boot/bzImage" "${accel[@]}" --force-9p \
 	--cpus 2 --memory 2G --rwdir "$RTHIN_RESULTS" "${disks[@]}" \
 	--append "hung_task_timeout_secs=30 softlockup_panic=0" \
