@@ -130,7 +130,9 @@ pub trait BlockManager {
     /// Read-locks block `b`, reading and checking it if not cached.
     fn read_lock(&self, b: u64, v: Validator) -> Result<Self::ReadGuard<'_>>;
     /// Like [`BlockManager::read_lock`] but fails with
-    /// [`Error::WouldBlock`] instead of doing I/O or sleeping.
+    /// [`Error::WouldBlock`] instead of doing I/O. It need not be
+    /// free of sleeping: the kernel's (dm-bufio) takes a semaphore
+    /// and waits for a read of the block already in flight.
     fn try_read_lock(&self, b: u64, v: Validator) -> Result<Self::ReadGuard<'_>>;
     /// Write-locks block `b`, reading and checking it if not cached.
     fn write_lock(&self, b: u64, v: Validator) -> Result<Self::WriteGuard<'_>>;

@@ -399,8 +399,12 @@ impl<B: BlockManager> PoolMetadata<B> {
     }
 
     /// Throws away the current transaction and reloads the last committed
-    /// state.
+    /// state. If that fails, the metadata stays failed: every change is
+    /// refused, [`PoolMetadata::set_needs_check`] included, since the
+    /// superblock in memory is still the aborted transaction's and must
+    /// never reach the disk.
     pub fn abort(&mut self) -> Result<()> {
+        self.failed = true;
         // Drop whatever the environment cached of the abandoned transaction, so everything
         // below is read back from the device.
         self.tm.bm_mut().reset();
@@ -444,7 +448,9 @@ impl<B: BlockManager> PoolMetadata<B> {
         self.sb.flags & NEEDS_CHECK_FLAG != 0
     }
 
-    /// Sets the needs-check flag.
+    /// Sets the needs-check flag. Refused while the metadata is failed (a
+    /// modification or an abort failed): the superblock in memory may then
+    /// be an uncommitted one.
     ///
     /// As dm-thin, this rewrites only the superblock of the last commit (with the flag) in
     /// the block manager's cache, so it succeeds after an abort even when the device fails

@@ -373,3 +373,66 @@ fn many_devices_split_top_level_and_details_trees() {
         assert_eq!(parse_dump(&thin_dump(&img, &[])).len(), 650);
     }
 }
+
+/// A disk whose reads can be made to fail.
+#[derive(Clone)]
+struct FlakyReads {
+    disk: rthin_pdata::host::MemDisk,
+    fail: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl rthin_pdata::host::Backing for FlakyReads {
+    fn read(&self, b: u64, out: &mut rthin_pdata::Block) -> rthin_pdata::Result<()> {
+        if self.fail.get() {
+            return Err(Error::Io);
+        }
+        self.disk.read(b, out)
+    }
+    fn write(&self, b: u64, data: &rthin_pdata::Block) -> rthin_pdata::Result<()> {
+        self.disk.write(b, data)
+    }
+    fn sync(&self) -> rthin_pdata::Result<()> {
+        Ok(())
+    }
+}
+
+/// Issue 8, item 11: a commit fails before it writes anything (in the module, the data
+/// device's flush fails), the abort that follows cannot re-read the committed superblock
+/// (the cache is emptied, as dm-bufio's reset empties it, and the metadata device fails
+/// reads), and then the pool sets needs_check. The superblock in memory is the aborted
+/// transaction's (new mapping roots, old space map roots): writing it would make the
+/// uncommitted, inconsistent transaction the one on disk. A failed abort must leave the
+/// metadata failed, so that setting needs_check is refused and the disk keeps the last
+/// commit.
+#[test]
+fn failed_abort_never_writes_the_aborted_superblock() {
+    let flaky = FlakyReads {
+        disk: rthin_pdata::host::MemDisk::new(),
+        fail: Default::default(),
+    };
+    let nr = 512;
+    let mut p = PoolMetadata::format(HostBm::new(flaky.clone(), nr, nr), 128, 1000).unwrap();
+    p.create_thin(1).unwrap();
+    for b in 0..10 {
+        p.insert_block(1, b, b).unwrap();
+    }
+    p.commit().unwrap();
+    let committed = flaky.disk.get(0);
+    for b in 10..400 {
+        p.insert_block(1, b, b).unwrap();
+    }
+    p.bm().drop_clean();
+    flaky.fail.set(true);
+    assert!(p.abort().is_err(), "the abort cannot read the superblock");
+    assert!(p.failed(), "a failed abort must leave the metadata failed");
+    assert!(p.set_needs_check().is_err(), "needs_check written over a failed abort");
+    let _ = rthin_pdata::BlockManager::flush(p.bm());
+    assert!(
+        flaky.disk.get(0) == committed,
+        "the superblock on disk is no longer the last committed one"
+    );
+    flaky.fail.set(false);
+    drop(p);
+    let p = PoolMetadata::open(HostBm::new(flaky.clone(), nr, nr), true).unwrap();
+    assert_eq!(p.mapped_count(1).unwrap(), 10);
+}
