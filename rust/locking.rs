@@ -9,18 +9,24 @@
 //! | rank | lock | kind | held in | protects |
 //! |------|------|------|---------|----------|
 //! | 1 | per-device (thin/rlinear target) state | — | — | none exists yet: a thin device's state is immutable after its constructor, and its in-flight bios hold [`crate::dm::lifetime::Ref`]s |
-//! | 2 | pool metadata lock (`PoolCore::md`, a [`kernel::sync::Mutex`] over `MdState`) | mutex | process context: `map` of a thin device, the pool worker, messages, status, constructors, suspend/resume | the pool's metadata, its open thin devices, and the cells of blocks being provisioned |
-//! | 3 | the pool registry (`POOLS` in `targets/pool.rs`, a [`crate::dm::sync::GlobalRwLock`]) | rw_semaphore, global | process context: constructors (shared for a thin device's lookup of its pool, exclusive for a pool table's insert/remove) | which pools exist, keyed by their mapped device |
-//! | 4 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]: `PoolCore::deferred`, `PoolCore::prepared`) | spinlock, irqs off | any context, bio completion included | intrusive bio lists and a flag; never held across IO, allocation or a wait |
+//! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioMutex`] over `MdState`) | mutex; a NOIO allocation scope while held | process context: `map` of a thin device, the pool worker, messages, status, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
+//! | 3 | the pool registry (`POOLS` in `targets/pool.rs`, a [`crate::dm::sync::GlobalRwLock`]) | rw_semaphore, global | process context: pool and thin constructors, the release of a pool's user (a table's or thin's destructor) | which pools exist, keyed by their mapped device, and how many users (tables, open thins) each has |
+//! | 4 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]: `PoolCore::deferred`, `PoolCore::prepared`, `PoolCore::all_io`, `PoolCore::shared_read`) | spinlock, irqs off | any context, bio completion included | intrusive bio lists, a flag, in-flight counts by epoch; never held across IO, allocation or a wait |
 //!
 //! Rules that come with it:
 //!
 //! - Per-device before global, parent before child: a device's lock (rank 1) before its
 //!   pool's metadata lock (rank 2), before the global registry (rank 3), never the other way
 //!   round (seeds 000 and 001: AB-BA deadlocks). In practice no path nests ranks 2 and 3:
-//!   constructors look the pool up, drop the registry lock, then take the metadata lock.
-//! - Lookups take the global lock shared (thin constructors); only adding or removing a pool
-//!   takes it exclusively, and then nothing else is locked or waited for under it.
+//!   constructors get their pool from the registry, drop the registry lock, then take the
+//!   metadata lock; the release of a pool's last user counts it down under the registry
+//!   lock, drops it, stops the waker and commits under the metadata lock alone, then takes
+//!   the registry lock again to remove the pool.
+//! - The registry lock is taken for writing only: lookups count a new user. A pool
+//!   constructor holds it across the creation of a new pool (metadata IO, the dm-bufio
+//!   client and its shrinker, the kcopyd client and workqueue), as dm-thin's pool table
+//!   mutex, so that two tables cannot both open one metadata device. It is never taken in
+//!   the IO path or in memory reclaim, and no other rthin lock is taken under it.
 //! - A thread that waits for data IO, for kcopyd, for throttling or for a reference to drain
 //!   holds no lock at all (seed 003). The pool worker zeroes and copies blocks with dm-kcopyd
 //!   only after dropping the metadata lock. [`crate::dm::lifetime::Owner`]'s drain asserts
@@ -30,10 +36,20 @@
 //!   cache that must precede it (as dm-thin does under its metadata lock). Neither
 //!   completion takes an rthin lock, and that IO goes to the devices below the pool, never
 //!   back through an rthin target.
-//! - Object lifetimes are reference counted: a [`crate::dm::lifetime::Ref`] or a pool's
-//!   `Arc` may be dropped in any context (bio completion runs in interrupt context);
-//!   destruction happens only in process context (a target's destructor), after the
-//!   references drain (seed 002).
+//! - The metadata lock is taken in `map`, so in memory reclaim too (writeback through a thin
+//!   device). While it is held, allocations are NOIO ([`crate::dm::sync::NoioMutex`]), and
+//!   each pool tells lockdep that the lock is taken in reclaim
+//!   ([`crate::dm::sync::NoioMutex::taken_in_reclaim`]), so an allocation under it that could
+//!   recurse into reclaim is a lockdep report in every test run, not a rare deadlock.
+//! - Object lifetimes are reference counted. A [`crate::dm::lifetime::Ref`] may be dropped in
+//!   any context (bio completion runs in interrupt context): dropping the last one only
+//!   signals its owner. Destruction happens only where the
+//!   [`crate::dm::lifetime::Owner`] is dropped, in process context (a target's destructor),
+//!   after the references drain (seed 002). Thin devices and pools both live in owners: a
+//!   pool's work items hold `Ref`s, so a pool is never destroyed inside its own work item.
+//!   A kernel `Arc` is dropped only where its last drop may destroy the object: the metadata
+//!   device's `Arc<BlockDevice>`, shared by a pool and its dm-bufio client, goes with the
+//!   pool.
 //! - Nothing is allocated while a rank-4 lock is held: bio lists link through the bios
 //!   themselves. Work on the pool's workqueue runs in a NOIO allocation scope, so an
 //!   allocation there never recurses into IO on the device waiting for it.
@@ -42,12 +58,14 @@
 //!
 //! - `rlinear` takes no lock in its IO path; its state is immutable after the constructor, and
 //!   the in-flight reference count is a lifetime [`crate::dm::lifetime::Ref`].
-//! - `rthin` takes the metadata mutex in `map` for a lookup in cached metadata only (no IO),
-//!   and a rank-4 lock to defer a bio or, in `end_io`, to hand a provisioned bio back.
+//! - `rthin` takes the metadata mutex in `map` for a lookup in cached metadata only (no IO)
+//!   and a look at the bio prison, and, under it, a rank-4 lock to count the bio in flight;
+//!   a rank-4 lock to defer a bio; and in `end_io`, rank-4 locks to count it out of flight
+//!   or to hand a provisioned bio back.
 //! - `rthin-pool` and its worker take the metadata mutex for every metadata operation; the
 //!   dm-bufio client, whose creation registers a shrinker, is made before the mutex exists
-//!   (seed 004). A failed metadata operation aborts under the mutex, and the abort rolls back
-//!   by resetting that client (`dm_bufio_client_reset`, through `BlockManager::reset`), never
-//!   by creating a new one.
+//!   (seed 004), under the registry lock only. A failed metadata operation aborts under the
+//!   mutex, and the abort rolls back by resetting that client (`dm_bufio_client_reset`,
+//!   through `BlockManager::reset`), never by creating a new one.
 //! - dm-bufio's per-buffer lock words ([`crate::dm::bufio`]) are not locks one waits on: a
 //!   conflicting request fails at once with `EBUSY`.

@@ -13,6 +13,10 @@
 //!
 //! The lock hierarchy of the whole module is written down once, in [`locking`].
 
+// `PoolCore`'s initialiser has more fields than pin-init's macros expand within the default
+// limit.
+#![recursion_limit = "256"]
+
 use kernel::prelude::*;
 
 pub mod dm;

@@ -195,7 +195,7 @@ impl<'a, P> Bio<'a, P> {
     /// Takes the bio over from dm, with its per-bio data `per_bio`. The returned [`Taken`]
     /// is what the callback returns to say so; the [`OwnedBio`] must later be submitted or
     /// ended.
-    pub fn take(self, per_bio: P) -> (OwnedBio<P>, Taken<P>) {
+    pub fn take(self, per_bio: P) -> (OwnedBio<P>, Taken<'a, P>) {
         // SAFETY: the per-bio area has room for a `P` (type invariant) and holds no live
         // value: dm's callbacks read it out before lending the bio.
         unsafe { ptr::write(per_bio_ptr::<P>(self.ptr.as_ptr()), per_bio) };
@@ -229,7 +229,12 @@ impl<P> DerefMut for Bio<'_, P> {
 }
 
 /// Proof that a target took over the bio of a callback ([`Bio::take`]).
-pub struct Taken<P>(PhantomData<P>);
+///
+/// It is branded with the lifetime `'a` of the bio it was made from, and invariant in it: a
+/// callback is generic over its bio's lifetime, so it can only return a `Taken` made from
+/// the bio it was lent, never one kept from an earlier call (which would leave its own bio
+/// neither completed nor handed back). It is neither `Clone` nor constructible elsewhere.
+pub struct Taken<'a, P>(PhantomData<(fn(&'a ()) -> &'a (), P)>);
 
 /// Room to reserve for a `P` in dm's per-bio area: its size rounded up so that the data dm
 /// places in front of its own 8-byte aligned per-bio structure stays aligned.

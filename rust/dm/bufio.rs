@@ -160,7 +160,9 @@ impl<const BS: usize> Client<BS> {
     }
 
     /// Read-locks `block` only if it is cached: `Ok(None)` where reading it would need IO.
-    /// For the IO-mapping path, which must not wait for metadata IO.
+    /// For the IO-mapping path, which must not issue metadata IO. It may still sleep
+    /// (`dm_bufio_get` takes the cache's rw_semaphore, and waits for a read of the block that
+    /// is already in flight), so process context only.
     pub fn try_read(&self, block: u64) -> Result<Option<ReadBuf<'_, BS>>> {
         match self.get(block, bindings::dm_bufio_get)? {
             None => Ok(None),
@@ -219,9 +221,12 @@ impl<const BS: usize> Client<BS> {
         Ok(())
     }
 
-    /// Drops every cached buffer, dirty ones included, so the next reads come from disk.
-    /// `&mut self` proves that no buffer is held. This is how an abort rolls back: the client
-    /// is reset, never recreated (seed 004).
+    /// Empties the cache, so the next reads come from disk: dirty buffers are first written
+    /// back (`drop_buffers` starts their writes and waits for each), then every buffer is
+    /// freed. Dirty buffers are *written*, not discarded. `&mut self` proves that no buffer
+    /// is held. This is how an abort rolls back: the client is reset, never recreated
+    /// (seed 004); what it writes are the aborted transaction's shadow blocks, which the
+    /// last committed superblock does not reach.
     pub fn reset(&mut self) {
         // SAFETY: `c` is live and, by `&mut self`, none of its buffers is held by us.
         unsafe { bindings::dm_bufio_client_reset(self.c.as_ptr()) }

@@ -2,21 +2,34 @@
 
 //! Devices that a target opens from its table line (`dm_get_device`/`dm_put_device`).
 
-use super::bindings;
+use super::{bindings, lifetime::Ref};
 use core::ptr::NonNull;
 use kernel::str::CStr;
 
-/// A device opened by a target's constructor. Dropping it releases it (`dm_put_device`).
+/// What ties a target's devices to it: every [`DmDev`] holds a reference, and the target's
+/// destructor waits (through the [`super::lifetime::Owner`] the abstraction keeps beside the
+/// target's state) until every one is dropped, so dm cannot free the target while a device
+/// still refers to it.
+pub struct TargetAnchor;
+
+/// A device opened by a target's constructor. Dropping it releases it (`dm_put_device`), in
+/// process context.
+///
+/// A `DmDev` may be kept anywhere, even past its target's state (moved into an object that
+/// outlives it): the target's destructor then waits for it. So it can never release its
+/// device on a freed target; kept forever, it keeps the destructor waiting, which
+/// `might_sleep` and the hung-task detector make visible.
 ///
 /// # Invariants
 ///
 /// `dev` was returned by a successful `dm_get_device(ti, ...)` and is released once, in `drop`.
-/// `ti` stays valid until the `DmDev` is dropped: a `DmDev` is created only by
-/// [`super::Ctr::get_device`] and stored in the target's private data, which the
-/// abstraction drops in the target's destructor, before dm frees `ti`.
+/// `ti` stays valid until the `DmDev` is dropped: `_anchor` is a reference to the target's
+/// anchor, whose owner the abstraction drops in the target's destructor (after the state),
+/// waiting until every reference is gone, before dm frees `ti`.
 pub struct DmDev {
     ti: NonNull<bindings::dm_target>,
     dev: NonNull<bindings::dm_dev>,
+    _anchor: Ref<TargetAnchor>,
 }
 
 // SAFETY: a `dm_dev` may be used and released from any thread; dm serialises table changes.
@@ -29,14 +42,19 @@ impl DmDev {
     ///
     /// # Safety
     ///
-    /// `dev` must come from a successful `dm_get_device(ti, ...)`, not yet put, and `ti` must
-    /// outlive the returned value (see the type invariants).
+    /// `dev` must come from a successful `dm_get_device(ti, ...)`, not yet put, and `anchor`
+    /// must be a reference to `ti`'s anchor (see the type invariants).
     pub(crate) unsafe fn from_raw(
         ti: NonNull<bindings::dm_target>,
         dev: NonNull<bindings::dm_dev>,
+        anchor: Ref<TargetAnchor>,
     ) -> Self {
         // INVARIANT: by the safety requirements.
-        Self { ti, dev }
+        Self {
+            ti,
+            dev,
+            _anchor: anchor,
+        }
     }
 
     pub(crate) fn as_ptr(&self) -> *mut bindings::dm_dev {
@@ -83,7 +101,11 @@ impl DmDev {
 
 impl Drop for DmDev {
     fn drop(&mut self) {
-        // SAFETY: by the type invariants `ti` is valid and `dev` was got from it and not yet put.
+        // `dm_put_device` takes the mapped device's table-devices mutex.
+        // SAFETY: `might_sleep` has no preconditions.
+        unsafe { bindings::rthin_might_sleep() };
+        // SAFETY: by the type invariants `ti` is valid and `dev` was got from it and not yet
+        // put; the anchor reference, which keeps `ti` valid, is dropped only after this.
         unsafe { bindings::dm_put_device(self.ti.as_ptr(), self.dev.as_ptr()) };
     }
 }

@@ -3,6 +3,8 @@
  * See helpers.h. Each function wraps one inline function or macro, nothing more, except the
  * module's global rw_semaphore, which is defined here statically.
  */
+#include <linux/delay.h>
+#include <linux/module.h>
 #include "helpers.h"
 
 void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev)
@@ -61,6 +63,35 @@ unsigned int rthin_memalloc_noio_save(void)
 void rthin_memalloc_noio_restore(unsigned int flags)
 {
 	memalloc_noio_restore(flags);
+}
+
+/* Tells lockdep that what runs between these two may run in memory reclaim (no-ops without it). */
+void rthin_fs_reclaim_acquire(void)
+{
+	fs_reclaim_acquire(GFP_KERNEL);
+}
+
+void rthin_fs_reclaim_release(void)
+{
+	fs_reclaim_release(GFP_KERNEL);
+}
+
+/*
+ * How often an active pool commits its metadata, as dm-thin's COMMIT_PERIOD (1 s). Tests set
+ * it to 0 (no periodic commits) to tell a commit a flush made from the periodic one.
+ */
+static unsigned int commit_period_ms = 1000;
+module_param(commit_period_ms, uint, 0644);
+MODULE_PARM_DESC(commit_period_ms, "Periodic metadata commit interval in ms (0: none; for tests)");
+
+unsigned int rthin_commit_period_ms(void)
+{
+	return READ_ONCE(commit_period_ms);
+}
+
+void rthin_msleep(unsigned int ms)
+{
+	msleep(ms);
 }
 
 dev_t rthin_target_md_devt(struct dm_target *ti)

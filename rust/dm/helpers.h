@@ -29,6 +29,10 @@ struct delayed_work *rthin_to_delayed_work(struct work_struct *work);
 unsigned long rthin_msecs_to_jiffies(unsigned int m);
 
 unsigned int rthin_memalloc_noio_save(void);
+void rthin_fs_reclaim_acquire(void);
+void rthin_fs_reclaim_release(void);
+unsigned int rthin_commit_period_ms(void);
+void rthin_msleep(unsigned int ms);
 void rthin_memalloc_noio_restore(unsigned int flags);
 
 dev_t rthin_target_md_devt(struct dm_target *ti);

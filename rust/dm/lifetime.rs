@@ -12,7 +12,7 @@
 use super::bindings;
 use core::{
     ops::Deref,
-    ptr::NonNull,
+    ptr::{addr_of_mut, NonNull},
     sync::atomic::{fence, AtomicUsize, Ordering},
 };
 use kernel::{
@@ -81,9 +81,39 @@ impl<T: Send + Sync> Owner<T> {
         })
     }
 
+    /// Allocates the object and initialises it in place with `init`, for objects that must
+    /// not move (locks, work items). The object never moves afterwards: it is freed, not
+    /// moved, by [`Owner`]'s drop. Process context, as [`Owner::new`].
+    pub fn pin_init<E>(init: impl PinInit<T, E>, flags: Flags) -> Result<Self, E>
+    where
+        E: From<AllocError>,
+    {
+        let mut slot = KBox::<Inner<T>>::new_uninit(flags)?;
+        let inner = slot.as_mut_ptr();
+        // SAFETY: `inner` points to an allocation for an `Inner<T>`, ours alone. Each field is
+        // initialised in place; `data` is pinned from here on (never moved, see above).
+        unsafe {
+            addr_of_mut!((*inner).refs).write(AtomicUsize::new(1));
+            bindings::rthin_init_completion(Opaque::raw_get(addr_of_mut!((*inner).drained)));
+            init.__pinned_init(addr_of_mut!((*inner).data))?;
+        }
+        // SAFETY: every field was initialised just above.
+        let inner = KBox::into_raw(unsafe { slot.assume_init() });
+        // INVARIANT: allocated by `KBox`, completion initialised, one reference (ours).
+        Ok(Self {
+            // SAFETY: `KBox::into_raw` never returns null.
+            inner: unsafe { NonNull::new_unchecked(inner) },
+        })
+    }
+
     fn inner(&self) -> &Inner<T> {
         // SAFETY: live while the owner exists (type invariant).
         unsafe { self.inner.as_ref() }
+    }
+
+    /// Whether `r` is a reference to this owner's object.
+    pub fn owns(&self, r: &Ref<T>) -> bool {
+        self.inner == r.inner
     }
 
     /// Takes a new reference.
@@ -125,6 +155,30 @@ impl<T: Send + Sync> Ref<T> {
     fn inner(&self) -> &Inner<T> {
         // SAFETY: live while this counted reference exists (type invariant).
         unsafe { self.inner.as_ref() }
+    }
+
+    /// Gives up the reference as a pointer to the object, still counted; [`Ref::from_raw`]
+    /// takes it back. For handing a reference to C (a queued work item).
+    pub fn into_raw(self) -> *const T {
+        let inner = self.inner.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: `inner` is live (the reference is still counted); a projection only.
+        unsafe { addr_of_mut!((*inner).data).cast_const() }
+    }
+
+    /// Takes back a reference given up with [`Ref::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must come from [`Ref::into_raw`] of a `Ref<T>`, and each such pointer may be
+    /// taken back once.
+    pub unsafe fn from_raw(ptr: *const T) -> Self {
+        let off = core::mem::offset_of!(Inner<T>, data);
+        // SAFETY: `ptr` points to the `data` field of a live `Inner<T>` (safety requirements),
+        // so stepping back by its offset gives the `Inner<T>`, which is not null.
+        let inner = unsafe { NonNull::new_unchecked(ptr.cast::<u8>().sub(off).cast_mut().cast()) };
+        // INVARIANT: the reference given up by `into_raw` is still counted.
+        Self { inner }
     }
 }
 

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A spinlock that may be taken from any context, completion (interrupt) context included:
-//! it disables local interrupts while held (`spin_lock_irqsave`).
+//! Locks: a spinlock that may be taken from any context, completion (interrupt) context
+//! included ([`IrqSpinLock`]: it disables local interrupts while held); the module's global
+//! rw_semaphore ([`GlobalRwLock`]); and a mutex for locks the IO path takes, under which
+//! every allocation is NOIO ([`NoioMutex`]).
 //!
-//! Its rank in rthin's lock hierarchy is written in [`crate::locking`]. Allocate before taking
-//! it and free after releasing it; never sleep while holding it.
+//! Their ranks in rthin's lock hierarchy are written in [`crate::locking`]. Allocate before
+//! taking a spinlock and free after releasing it; never sleep while holding it.
 
 use super::bindings;
 use kernel::ffi::{c_char, c_ulong};
+use kernel::prelude::*;
 use kernel::sync::lock::{Backend, Lock};
 
 /// A spinlock protecting `T`, safe to take in any context. Create it with
@@ -144,4 +147,116 @@ impl<T> Drop for GlobalWriteGuard<'_, T> {
         // SAFETY: this guard took the semaphore for writing.
         unsafe { bindings::rthin_global_write_unlock() };
     }
+}
+
+/// A mutex for locks the IO path takes (a pool's metadata lock): while it is held, the
+/// holder is in a NOIO allocation scope (`memalloc_noio_save`), so every allocation under it
+/// is implicitly `GFP_NOIO`. An allocation that could recurse into IO must not happen under
+/// such a lock: reclaim writing back through a device whose `map` waits for this very lock
+/// would deadlock. Create it with [`new_noio_mutex!`](crate::new_noio_mutex).
+///
+/// [`NoioMutex::taken_in_reclaim`] tells lockdep that the lock may be taken inside memory
+/// reclaim, so that any allocation able to recurse into reclaim made under it (outside a
+/// NOIO scope) is reported at once, not only when the deadlock happens.
+#[pin_data]
+pub struct NoioMutex<T> {
+    #[pin]
+    inner: kernel::sync::Mutex<T>,
+}
+
+impl<T> NoioMutex<T> {
+    /// An initialiser for a mutex protecting `t`, in lock class `key`.
+    pub fn new(
+        t: T,
+        name: &'static kernel::str::CStr,
+        key: &'static kernel::sync::LockClassKey,
+    ) -> impl PinInit<Self> {
+        pin_init!(Self {
+            inner <- kernel::sync::Mutex::new(t, name, key),
+        })
+    }
+
+    /// Takes the lock (may sleep; process context) and enters a NOIO allocation scope until
+    /// the guard is dropped.
+    pub fn lock(&self) -> NoioGuard<'_, T> {
+        // SAFETY: no precondition; the flags are restored by the guard, on this task.
+        let flags = unsafe { bindings::rthin_memalloc_noio_save() };
+        NoioGuard {
+            guard: core::mem::ManuallyDrop::new(self.inner.lock()),
+            flags,
+        }
+    }
+
+    /// Takes and releases the lock as if inside memory reclaim (lockdep's `fs_reclaim`
+    /// annotation, as the kernel's own lockdep priming does), recording that the lock is
+    /// taken there. Process context, no NOIO scope, no lock held.
+    pub fn taken_in_reclaim(&self) {
+        // SAFETY: the annotation is released below, on the same task, with nothing between
+        // but the lock's acquisition and release.
+        unsafe { bindings::rthin_fs_reclaim_acquire() };
+        drop(self.inner.lock());
+        // SAFETY: acquired above.
+        unsafe { bindings::rthin_fs_reclaim_release() };
+    }
+}
+
+/// A held [`NoioMutex`]: access to the data, and a NOIO allocation scope.
+pub struct NoioGuard<'a, T> {
+    guard: core::mem::ManuallyDrop<
+        kernel::sync::lock::Guard<'a, T, kernel::sync::lock::mutex::MutexBackend>,
+    >,
+    flags: core::ffi::c_uint,
+}
+
+impl<T> NoioGuard<'_, T> {
+    /// Releases the lock, sleeps until `cv` is notified, and takes the lock again (the NOIO
+    /// scope stays). The wait holds no lock, as [`crate::locking`] requires.
+    pub fn wait(&mut self, cv: &kernel::sync::CondVar) {
+        cv.wait(&mut *self.guard);
+    }
+}
+
+impl<T> core::ops::Deref for NoioGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> core::ops::DerefMut for NoioGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> Drop for NoioGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; the lock is released before the scope ends.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
+        // SAFETY: `flags` came from the save in `lock`, on this task (the guard is not `Send`).
+        unsafe { bindings::rthin_memalloc_noio_restore(self.flags) };
+    }
+}
+
+/// Creates a [`NoioMutex`] initialiser with a lock class of its own.
+#[macro_export]
+macro_rules! new_noio_mutex {
+    ($inner:expr $(, $name:literal)? $(,)?) => {
+        $crate::dm::sync::NoioMutex::new(
+            $inner, kernel::optional_name!($($name)?), kernel::static_lock_class!())
+    };
+}
+
+/// Sleeps for `ms` milliseconds (process context, no lock held).
+pub fn msleep(ms: u32) {
+    // SAFETY: no precondition beyond process context.
+    unsafe { bindings::rthin_msleep(ms) }
+}
+
+/// The periodic commit interval in milliseconds (the `commit_period_ms` module parameter,
+/// 1000 as dm-thin's; 0 turns periodic commits off, for tests).
+pub fn commit_period_ms() -> u32 {
+    // SAFETY: reads a module parameter.
+    unsafe { bindings::rthin_commit_period_ms() }
 }

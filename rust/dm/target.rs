@@ -10,7 +10,8 @@
 use super::{
     bindings,
     bio::{per_bio_ptr, per_bio_size, Bio, BlkStatus, Taken},
-    device::DmDev,
+    device::{DmDev, TargetAnchor},
+    lifetime::Owner,
     status::StatusWriter,
 };
 use core::{
@@ -65,13 +66,14 @@ pub enum MapResult<'a, P> {
     /// completes it now with this status. `P` goes to [`Target::end_io`] as for a remap.
     Complete(Bio<'a, P>, BlkStatus, P),
     /// The target took the bio over ([`Bio::take`]) and will submit or end it later.
-    Submitted(Taken<P>),
+    Submitted(Taken<'a, P>),
     /// Fail the bio with an IO error.
     Kill(Bio<'a, P>),
     /// Have dm requeue the bio (it is mapped again later).
     Requeue(Bio<'a, P>),
-    /// Have dm requeue the bio after a delay.
-    DelayRequeue(Bio<'a, P>),
+    // No `DelayRequeue`: `DM_MAPIO_DELAY_REQUEUE` is for request-based targets only. Bio-based
+    // dm (`__map_bio` in 6.12's dm.c) has no case for it and reaches `BUG()`, so safe code
+    // must not be able to return it (issue 8, item 12).
 }
 
 /// What [`Target::end_io`] decided for a completed bio.
@@ -82,7 +84,7 @@ pub enum EndIo<'a, P> {
     Requeue(Bio<'a, P>),
     /// The target took the bio over again ([`Bio::take`]); it ends it later, and `end_io`
     /// then sees it once more.
-    Incomplete(Taken<P>),
+    Incomplete(Taken<'a, P>),
 }
 
 /// Which status dm asks for.
@@ -229,6 +231,8 @@ pub fn parse_u64(s: &CStr) -> Option<u64> {
 /// What a constructor may do to its target besides building its state.
 pub struct Ctr<'a> {
     ti: NonNull<bindings::dm_target>,
+    /// The anchor of the target's devices, made with the first one.
+    anchor: Option<Owner<TargetAnchor>>,
     _p: PhantomData<&'a mut bindings::dm_target>,
 }
 
@@ -241,6 +245,15 @@ impl Ctr<'_> {
 
     /// Opens `path` (a `/dev` path or `major:minor`) with the table's mode.
     pub fn get_device(&mut self, path: &CStr) -> Result<DmDev> {
+        let anchor = match &self.anchor {
+            Some(a) => a.get(),
+            None => {
+                let a = Owner::new(TargetAnchor, GFP_KERNEL)?;
+                let r = a.get();
+                self.anchor = Some(a);
+                r
+            }
+        };
         let ti = self.ti.as_ptr();
         let mut dev: *mut bindings::dm_dev = ptr::null_mut();
         // SAFETY: `ti` is a valid target under construction, `path` a valid string and `dev`
@@ -253,10 +266,10 @@ impl Ctr<'_> {
             return Err(Error::from_errno(ret));
         }
         let dev = NonNull::new(dev).ok_or(EINVAL)?;
-        // SAFETY: `dev` comes from a successful `dm_get_device` on `ti`; the resulting `DmDev`
-        // ends up in the target's state (or is dropped on a constructor error), which is
-        // dropped before `ti` goes away.
-        Ok(unsafe { DmDev::from_raw(self.ti, dev) })
+        // SAFETY: `dev` comes from a successful `dm_get_device` on `ti`, and `anchor` refers to
+        // `ti`'s anchor: `ctr_callback` keeps its owner with the target's state (or drops it on
+        // a constructor error), and `dtr_callback` drops it last, waiting for every `DmDev`.
+        Ok(unsafe { DmDev::from_raw(self.ti, dev, anchor) })
     }
 
     fn with<R>(&mut self, f: impl FnOnce(&mut bindings::dm_target) -> R) -> R {
@@ -418,6 +431,12 @@ pub trait Target: Sized + Send + Sync + 'static {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
+    /// Called when a suspend fails after [`Target::presuspend`] ran: undo it (the device is
+    /// not suspended, and no resume follows).
+    fn presuspend_undo(_this: Pin<&Self>) {
+        build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
     /// Called when the device is suspended and no IO is in flight.
     fn postsuspend(_this: Pin<&Self>) {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
@@ -472,15 +491,26 @@ const fn has_end_io<T: Target>() -> bool {
 
 struct Callbacks<T: Target>(PhantomData<T>);
 
+/// What `ti->private` holds: the target's state, then the anchor of its devices. Fields drop
+/// in order: the state (and the devices in it) first, then the anchor, whose owner waits for
+/// any device kept elsewhere.
+struct Private<T> {
+    state: Pin<KBox<T>>,
+    _anchor: Option<Owner<TargetAnchor>>,
+}
+
 impl<T: Target> Callbacks<T> {
     /// # Safety
     ///
     /// `ti` must be the `private`-carrying target of a successful `ctr_callback` that has not
     /// been destroyed; the returned borrow must not outlive the callback.
     unsafe fn this<'a>(ti: *mut bindings::dm_target) -> Pin<&'a T> {
-        // SAFETY: `private` was set from `Pin<KBox<T>>::into_foreign` in `ctr_callback` and is
-        // released only in `dtr_callback`, which dm never runs concurrently with other callbacks.
-        unsafe { <Pin<KBox<T>> as ForeignOwnable>::borrow((*ti).private) }
+        // SAFETY: `private` was set from `KBox<Private<T>>::into_foreign` in `ctr_callback` and
+        // is released only in `dtr_callback`, which dm never runs concurrently with other
+        // callbacks.
+        let p: &'a Private<T> =
+            unsafe { <KBox<Private<T>> as ForeignOwnable>::borrow((*ti).private) };
+        p.state.as_ref()
     }
 
     /// dm's `ctr` callback for `T`.
@@ -504,16 +534,24 @@ impl<T: Target> Callbacks<T> {
         }
         let mut ctr = Ctr {
             ti: nti,
+            anchor: None,
             _p: PhantomData,
         };
         // SAFETY: dm passes `argc` valid strings in `argv`, alive while the constructor runs.
         let args = unsafe { Args::from_raw(argc, argv) };
-        match T::ctr(&mut ctr, args) {
-            Ok(state) => {
+        let r = T::ctr(&mut ctr, args).and_then(|state| {
+            let p = Private {
+                state,
+                _anchor: ctr.anchor.take(),
+            };
+            KBox::new(p, GFP_KERNEL).map_err(|_| CtrError::new(ENOMEM, c_str!("Out of memory")))
+        });
+        match r {
+            Ok(private) => {
                 // SAFETY: `ti` is valid and ours while the constructor runs.
                 unsafe {
                     (*ti).per_io_data_size = per_bio_size::<T::PerBio>() as c_uint;
-                    (*ti).private = state.into_foreign().cast_mut();
+                    (*ti).private = private.into_foreign().cast_mut();
                 }
                 0
             }
@@ -534,7 +572,7 @@ impl<T: Target> Callbacks<T> {
     unsafe extern "C" fn dtr_callback(ti: *mut bindings::dm_target) {
         // SAFETY: dm calls the destructor once, after a successful constructor, when no other
         // callback runs and no bio of the target is in flight.
-        drop(unsafe { <Pin<KBox<T>> as ForeignOwnable>::from_foreign((*ti).private) });
+        drop(unsafe { <KBox<Private<T>> as ForeignOwnable>::from_foreign((*ti).private) });
     }
 
     /// dm's `map` callback for `T`.
@@ -582,7 +620,6 @@ impl<T: Target> Callbacks<T> {
             MapResult::Submitted(_) => bindings::DM_MAPIO_SUBMITTED,
             MapResult::Kill(_) => bindings::DM_MAPIO_KILL,
             MapResult::Requeue(_) => bindings::DM_MAPIO_REQUEUE,
-            MapResult::DelayRequeue(_) => bindings::DM_MAPIO_DELAY_REQUEUE,
         };
         r as c_int
     }
@@ -634,6 +671,17 @@ impl<T: Target> Callbacks<T> {
     unsafe extern "C" fn presuspend_callback(ti: *mut bindings::dm_target) {
         // SAFETY: dm calls suspend hooks on a constructed target.
         T::presuspend(unsafe { Self::this(ti) })
+    }
+
+    /// dm's `presuspend_undo` callback for `T`.
+    ///
+    /// # Safety
+    ///
+    /// Only device-mapper calls it, through the `target_type` of a [`Registration<T>`], with
+    /// the arguments its `presuspend_undo` contract gives.
+    unsafe extern "C" fn presuspend_undo_callback(ti: *mut bindings::dm_target) {
+        // SAFETY: dm calls suspend hooks on a constructed target.
+        T::presuspend_undo(unsafe { Self::this(ti) })
     }
 
     /// dm's `postsuspend` callback for `T`.
@@ -798,6 +846,11 @@ impl<T: Target> Callbacks<T> {
             },
             presuspend: if T::HAS_PRESUSPEND {
                 Some(Self::presuspend_callback)
+            } else {
+                None
+            },
+            presuspend_undo: if T::HAS_PRESUSPEND_UNDO {
+                Some(Self::presuspend_undo_callback)
             } else {
                 None
             },

@@ -15,6 +15,45 @@ use core::{
 };
 use kernel::{c_str, prelude::*, str::CStr, sync::Arc, types::Opaque, workqueue::Queue};
 
+use super::lifetime::Ref;
+
+/// A counted reference to a work item that can be handed to the workqueue while the work is
+/// queued: [`Arc<T>`], or a [`Ref<T>`] of an object whose [`super::lifetime::Owner`] destroys
+/// it in process context once every reference (queued work included) has drained.
+pub trait WorkRef<T>: Deref<Target = T> + Sized {
+    /// Gives up the reference as a pointer to `T`, still counted.
+    fn into_raw(self) -> *const T;
+
+    /// Takes back a reference given up with [`WorkRef::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must come from `into_raw` of the same type, and be taken back once.
+    unsafe fn from_raw(ptr: *const T) -> Self;
+}
+
+impl<T> WorkRef<T> for Arc<T> {
+    fn into_raw(self) -> *const T {
+        Arc::into_raw(self)
+    }
+
+    unsafe fn from_raw(ptr: *const T) -> Self {
+        // SAFETY: by the safety requirements.
+        unsafe { Arc::from_raw(ptr) }
+    }
+}
+
+impl<T: Send + Sync> WorkRef<T> for Ref<T> {
+    fn into_raw(self) -> *const T {
+        Ref::into_raw(self)
+    }
+
+    unsafe fn from_raw(ptr: *const T) -> Self {
+        // SAFETY: by the safety requirements.
+        unsafe { Ref::from_raw(ptr) }
+    }
+}
+
 /// `ms` milliseconds in jiffies, the unit of delays.
 pub fn msecs_to_jiffies(ms: u32) -> u64 {
     // SAFETY: a pure conversion.
@@ -70,11 +109,11 @@ impl Workqueue {
     /// Queues `item` to run after `delay` jiffies. Returns `false` (and drops `item`) if that
     /// delayed work was already pending. Fails with `EINVAL` if `item`'s
     /// [`DelayedWorkItem::delayed_work`] is not inside `item`.
-    pub fn enqueue_delayed<T: DelayedWorkItem>(&self, item: Arc<T>, delay: u64) -> Result<bool> {
+    pub fn enqueue_delayed<T: DelayedWorkItem>(&self, item: T::Ref, delay: u64) -> Result<bool> {
         // SAFETY: `queue_with` passes this live workqueue and the item's initialised delayed
         // work; `queue_delayed_work_on` returns true when it queued the work, false when it
         // was already pending.
-        self.queue_with(item, |wq, dwork| unsafe {
+        self.queue_with::<T>(item, |wq, dwork| unsafe {
             bindings::queue_delayed_work_on(
                 bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
                 wq,
@@ -87,10 +126,10 @@ impl Workqueue {
     /// Has `item`'s delayed work run as soon as possible: queues it now, or pulls a pending
     /// delayed run forward (`mod_delayed_work`). Safe in any context, interrupts included.
     /// Fails with `EINVAL` as [`Workqueue::enqueue_delayed`].
-    pub fn kick<T: DelayedWorkItem>(&self, item: Arc<T>) -> Result {
+    pub fn kick<T: DelayedWorkItem>(&self, item: T::Ref) -> Result {
         // SAFETY: as in `enqueue_delayed`; `mod_delayed_work_on` returns false when it queued
         // an idle work, true when it only moved the timer of a pending one.
-        self.queue_with(item, |wq, dwork| !unsafe {
+        self.queue_with::<T>(item, |wq, dwork| !unsafe {
             bindings::mod_delayed_work_on(
                 bindings::wq_misc_consts_WORK_CPU_UNBOUND as _,
                 wq,
@@ -106,21 +145,21 @@ impl Workqueue {
     /// already owns a reference). Returns what `queue` returned.
     fn queue_with<T: DelayedWorkItem>(
         &self,
-        item: Arc<T>,
+        item: T::Ref,
         queue: impl FnOnce(*mut bindings::workqueue_struct, *mut bindings::delayed_work) -> bool,
     ) -> Result<bool> {
         let off = offset_in(&*item).ok_or(EINVAL)?;
         let dw = item.delayed_work();
         dw.offset.store(off, Ordering::Release);
         let dwork = dw.dwork.get();
-        let ptr = Arc::into_raw(item);
+        let ptr = item.into_raw();
         // `dwork` is an initialised delayed work (built with `DelayedWork::new`) inside the `T`
         // at `ptr`, at the offset just recorded. When queued, the workqueue owns the reference
-        // leaked with `into_raw`, and `run_callback` takes it back.
+        // given up with `into_raw`, and `run_callback` takes it back.
         let queued = queue(self.wq.as_ptr(), dwork);
         if !queued {
             // SAFETY: nothing was queued with this reference, so it is still ours to drop.
-            drop(unsafe { Arc::from_raw(ptr) });
+            drop(unsafe { T::Ref::from_raw(ptr) });
         }
         Ok(queued)
     }
@@ -182,14 +221,14 @@ impl<T: DelayedWorkItem> DelayedWork<T> {
 
     /// Cancels the work if pending and waits for a running instance to finish, even one that
     /// queues itself again. Process context only. Returns whether a pending run was cancelled.
-    pub fn cancel_sync(this: &Arc<T>) -> bool {
+    pub fn cancel_sync(this: &T) -> bool {
         let dw = this.delayed_work();
         // SAFETY: `dw` is initialised (built with `DelayedWork::new`) and lives in `*this`.
         let cancelled = unsafe { bindings::cancel_delayed_work_sync(dw.dwork.get()) };
         if cancelled {
-            // SAFETY: a pending run held a reference leaked by `enqueue_delayed`; it will not
-            // run now, so that reference is dropped here.
-            drop(unsafe { Arc::from_raw(core::ptr::from_ref::<T>(this)) });
+            // SAFETY: a pending run held a reference to `*this` given up by `queue_with`; it will
+            // not run now, so that reference is dropped here.
+            drop(unsafe { T::Ref::from_raw(core::ptr::from_ref::<T>(this)) });
         }
         cancelled
     }
@@ -197,11 +236,14 @@ impl<T: DelayedWorkItem> DelayedWork<T> {
 
 /// A type that can run as delayed work: it embeds a [`DelayedWork<Self>`] and says which.
 pub trait DelayedWorkItem: Send + Sync + Sized + 'static {
+    /// The kind of reference a queued run holds.
+    type Ref: WorkRef<Self>;
+
     /// The embedded delayed work (a field of `self`).
     fn delayed_work(&self) -> &DelayedWork<Self>;
 
     /// Runs the work, with the reference that was queued.
-    fn run(this: Arc<Self>);
+    fn run(this: Self::Ref);
 }
 
 /// Offset of `item.delayed_work()` within `item`, if it lies inside `item`.
@@ -219,12 +261,12 @@ fn offset_in<T: DelayedWorkItem>(item: &T) -> Option<usize> {
 /// Only the workqueue calls it, for a `DelayedWork<T>` queued by [`Workqueue::enqueue_delayed`].
 unsafe extern "C" fn run_callback<T: DelayedWorkItem>(work: *mut bindings::work_struct) {
     // SAFETY: `work` is inside the `delayed_work` that starts the `#[repr(C)]` `DelayedWork<T>`
-    // queued by `enqueue_delayed`, which recorded its offset inside its `T` and leaked one
-    // `Arc` reference to that `T` for this run.
+    // queued by `queue_with`, which recorded its offset inside its `T` and gave up one
+    // `T::Ref` to that `T` for this run.
     let this = unsafe {
         let dw = bindings::rthin_to_delayed_work(work).cast::<DelayedWork<T>>();
         let off = (*dw).offset.load(Ordering::Acquire);
-        Arc::from_raw(dw.cast::<u8>().sub(off).cast::<T>())
+        T::Ref::from_raw(dw.cast::<u8>().sub(off).cast::<T>())
     };
     // Work on these queues serves the IO path: an allocation in it must not recurse into IO
     // (reclaim writing back through the very device waiting for this work).

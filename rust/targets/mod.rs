@@ -6,14 +6,13 @@ use crate::dm::Registration;
 use kernel::prelude::*;
 
 pub mod metadata;
-pub mod pool;
 pub mod rlinear;
 pub mod thin;
 
 /// Every target type the module registers; dropping it unregisters them.
 pub struct Registrations {
     _rlinear: Registration<rlinear::Linear>,
-    _pool: Registration<pool::Pool>,
+    _pool: Registration<thin::pool::Pool>,
     _thin: Registration<thin::Thin>,
 }
 

@@ -1,6 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `rthin`: dm-thin's `thin` target, a thinly provisioned device in an `rthin-pool`.
+//! Thin provisioning: dm-thin's `thin-pool` and `thin` targets, as `rthin-pool` and `rthin`.
+//!
+//! The parts, as dm-thin's distinct units:
+//! - this file: the `rthin` target, a thinly provisioned device in a pool, and the fast half
+//!   of its IO path (`map`, `end_io`);
+//! - [`pool`]: the `rthin-pool` target, the pool state its tables and thin devices share
+//!   ([`PoolCore`]), and the registry of pools;
+//! - [`worker`]: the pool's worker, the half of the IO path that may block;
+//! - [`prison`]: the bio prison (cells of virtual or data blocks) and the deferred sets that
+//!   count IO in flight.
 //!
 //! Table line: `<start> <length> rthin <pool dev> <dev id>`. Status: `<mapped sectors>
 //! <highest mapped sector>` (or `-`), as dm-thin's.
@@ -9,60 +18,92 @@
 //!
 //! `map` serves what it can from cached metadata without doing IO: a read or a write of a
 //! mapped block (not shared with a snapshot, for a write) is remapped to its data block on the
-//! pool device, and a read of an unmapped block is zero-filled. Everything else (a lookup that
-//! would need IO, a write that needs a new block, flushes, FUA writes, discards) is taken
-//! over and deferred to the pool's worker ([`PoolCore::work`]), which runs in process context.
+//! pool device, and a read of an unmapped block is zero-filled. A remapped bio counts itself
+//! in the pool's in-flight sets until it completes. A block whose cell is held (being
+//! provisioned, unmapped, or having its sharing broken) is left alone. Everything else (a
+//! lookup that would need IO, a write that needs a new block, flushes, FUA writes, discards)
+//! is taken over and deferred to the pool's worker ([`PoolCore::work`]), which runs in
+//! process context.
 //!
 //! Provisioning a virtual block, in the worker:
-//! 1. under the metadata lock, allocate a data block and open a *cell* for the virtual block:
-//!    later bios for it wait in the cell;
-//! 2. with no lock held, zero the new block (or copy the shared one, breaking sharing with a
-//!    snapshot) with dm-kcopyd, unless the bio overwrites the whole block;
-//! 3. send the bio to the new block; its completion (interrupt context) hands it back to the
+//! 1. under the metadata lock, allocate a data block and hold the *cell* of the virtual block
+//!    (and, when breaking sharing, of the shared data block): later bios for them wait in the
+//!    cells;
+//! 2. when breaking sharing, wait (parked, no thread sleeping) until the reads of shared
+//!    blocks in flight have completed, since the shared block may be freed by the new mapping;
+//! 3. with no lock held, zero the new block (or copy the shared one) with dm-kcopyd, unless
+//!    the bio overwrites the whole block;
+//! 4. send the bio to the new block; its completion (interrupt context) hands it back to the
 //!    worker without allocating (an intrusive bio list under an irq-safe spinlock);
-//! 4. under the metadata lock, insert the mapping, close the cell (its bios go back to the
-//!    worker), and only then complete the bio.
+//! 5. under the metadata lock, insert the mapping, release the cells (their bios go back to
+//!    the worker), and only then complete the bio.
 //!
-//! So a mapping never points at a block whose data was not written, and, as the data device
-//! is flushed before every commit, never reaches the disk before that data. Flushes and FUA
-//! writes commit the metadata before (and, for a provisioned FUA write, after) they are
-//! served, so what they promise holds for mappings too.
+//! A discard holds the cell of its virtual blocks and waits, in the same way, for all IO in
+//! flight before unmapping them. So a mapping never points at a block whose data was not
+//! written, and, as the data device is flushed before every commit, never reaches the disk
+//! before that data; and a data block is given up only when no IO is in flight to it.
+//! Flushes and FUA writes commit the metadata before (and, for a provisioned FUA write,
+//! after) they are served, so what they promise holds for mappings too.
+
+pub mod pool;
+mod prison;
+mod worker;
 
 use crate::dm::{
-    bio::BioView, kvec::swap_remove, lifetime::Owner, lifetime::Ref, target::parse_u64, Args, Bio,
-    BioList, BlkStatus, Callout, Ctr, CtrError, DmDev, EndIo, MapResult, Op, OwnedBio, QueueLimits,
-    StatusType, StatusWriter, Target, TargetInfo,
+    bio::BioView, lifetime::Owner, lifetime::Ref, target::parse_u64, Args, Bio, BlkStatus, Callout,
+    Ctr, CtrError, DmDev, EndIo, MapResult, Op, QueueLimits, StatusType, StatusWriter, Target,
+    TargetInfo,
 };
 use crate::pdata::{thin::MAX_DEV_ID, Error as PdError};
 use crate::targets::metadata::to_kernel;
-use crate::targets::pool::{
-    find_pool, MdState, Mode, PoolCore, FEAT_DISCARD, FEAT_ERROR_IF_NO_SPACE, FEAT_SKIP_ZEROING,
-    PREFIX,
-};
-use crate::{dm_err, dm_warn};
 use core::{fmt::Write, pin::Pin, sync::atomic::Ordering};
-use kernel::{alloc::flags::GFP_KERNEL, c_str, prelude::*, str::CStr, sync::Arc};
-
-/// A virtual block being provisioned, and the bios that wait for it.
-pub(crate) struct Cell {
-    dev: u64,
-    vblock: u64,
-    waiters: BioList<ThinBio>,
-}
+use kernel::{alloc::flags::GFP_KERNEL, c_str, prelude::*, str::CStr};
+use pool::{find_pool, Mode, PoolCore, PoolUse, FEAT_DISCARD};
+use prison::{DsEntry, Key};
 
 /// Where a bio is in the IO path.
 #[derive(Clone, Copy)]
 enum Stage {
     /// Remapped, served, or waiting for the worker.
     Plain,
-    /// Writing `vblock`'s new data block `dblock`; the worker maps it when the write is done.
-    Provisioning { vblock: u64, dblock: u64 },
+    /// Breaking the sharing of data block `origin` for `vblock` (its new block `dblock`), with
+    /// the cells held: waiting until the reads of shared blocks in flight have completed.
+    Quiescing {
+        vblock: u64,
+        dblock: u64,
+        origin: u64,
+    },
+    /// Writing `vblock`'s new data block `dblock` (a copy of `origin`, if any); the worker
+    /// maps it when the write is done.
+    Provisioning {
+        vblock: u64,
+        dblock: u64,
+        origin: Option<u64>,
+    },
+    /// A discard of virtual blocks `begin..end`, their cell held: waiting until the IO in
+    /// flight has completed, then the worker unmaps them.
+    Discarding { begin: u64, end: u64 },
 }
 
 /// A thin device's per-bio data.
 pub struct ThinBio {
     thin: Ref<ThinShared>,
     stage: Stage,
+    /// The bio's entry in the pool's `all_io` set while it is in flight to a data block.
+    all_io: Option<DsEntry>,
+    /// Its entry in `shared_read` while it reads a block shared with a snapshot.
+    shared_read: Option<DsEntry>,
+}
+
+impl ThinBio {
+    fn new(thin: Ref<ThinShared>) -> Self {
+        Self {
+            thin,
+            stage: Stage::Plain,
+            all_io: None,
+            shared_read: None,
+        }
+    }
 }
 
 /// A thin device's state, shared with its bios. Dropped in the destructor, once no bio holds
@@ -72,7 +113,8 @@ pub struct ThinShared {
     /// First sector of the target in its mapped device.
     begin: u64,
     pool_dev: DmDev,
-    core: Arc<PoolCore>,
+    /// This device's use of its pool: the pool stays registered while the device is open.
+    core: PoolUse,
 }
 
 impl Drop for ThinShared {
@@ -187,50 +229,64 @@ impl Target for Thin {
         if core.mode() == Mode::Fail {
             return MapResult::Kill(bio);
         }
-        let pb = ThinBio {
-            thin: this.shared.get(),
-            stage: Stage::Plain,
-        };
+        let mut pb = ThinBio::new(this.shared.get());
         let op = bio.op();
         let fast = matches!(op, Op::Read | Op::Write) && !bio.is_preflush() && !bio.is_fua();
         if fast {
             let spb = u64::from(core.sectors_per_block);
             let (vblock, _) = split(ti.offset(bio.sector()), spb);
-            // Cached metadata only: a lookup that needs IO goes to the worker.
-            let r = core.md.lock().find_block(thin.dev_id, vblock, false);
-            match r {
-                Ok(m) if op == Op::Read || !m.shared => {
-                    remap(&mut bio, thin, spb, m.block);
-                    return MapResult::Remapped(bio, pb);
+            // Cached metadata only: a lookup that needs IO goes to the worker, and so does a
+            // bio for a block whose cell is held.
+            let md = core.md.lock();
+            if !md.prison.is_held(&Key::virt(thin.dev_id, vblock)) {
+                match md.find_block(thin.dev_id, vblock, false) {
+                    Ok(m)
+                        if (op == Op::Read || !m.shared)
+                            && !md.prison.is_held(&Key::data(m.block)) =>
+                    {
+                        // Counted in flight before the lock goes: whoever holds a cell next
+                        // and waits for the IO in flight waits for this bio.
+                        core.count_in_flight(&mut pb, m.shared);
+                        drop(md);
+                        remap(&mut bio, thin, spb, m.block);
+                        return MapResult::Remapped(bio, pb);
+                    }
+                    Err(PdError::NoData) if op == Op::Read => {
+                        drop(md);
+                        bio.zero_fill();
+                        return MapResult::Complete(bio, BlkStatus::OK, pb);
+                    }
+                    _ => {}
                 }
-                Err(PdError::NoData) if op == Op::Read => {
-                    bio.zero_fill();
-                    return MapResult::Complete(bio, BlkStatus::OK, pb);
-                }
-                _ => {}
             }
         }
         let (owned, taken) = bio.take(pb);
-        PoolCore::defer(core, owned);
+        PoolCore::defer(core.core_ref(), owned);
         MapResult::Submitted(taken)
     }
 
     fn end_io<'a>(
-        this: Pin<&Self>,
+        _this: Pin<&Self>,
         _ti: &TargetInfo,
         bio: Bio<'a, ThinBio>,
         per_bio: ThinBio,
         _status: &mut BlkStatus,
     ) -> EndIo<'a, ThinBio> {
         match per_bio.stage {
-            Stage::Plain => EndIo::Done(bio),
             Stage::Provisioning { .. } => {
-                // The new block's data is written: the worker maps it, then ends the bio.
-                let core = &this.shared.core;
+                // The new block's data is written: the worker maps it, then ends the bio. The
+                // pool is reached through the bio's own reference to its device.
+                let core = per_bio.thin.core.core_ref().clone();
                 let (owned, taken) = bio.take(per_bio);
                 core.prepared.lock().push(owned);
-                PoolCore::kick(core);
+                PoolCore::kick(&core);
                 EndIo::Incomplete(taken)
+            }
+            _ => {
+                // Out of flight: what waited for it may go on.
+                let core = per_bio.thin.core.core_ref();
+                PoolCore::io_done(core, per_bio.all_io, per_bio.shared_read);
+                EndIo::Done(bio)
             }
         }
     }
@@ -278,305 +334,17 @@ impl Thin {
         else {
             return out.write_str("Error");
         };
-        write!(out, "{} ", mapped * spb)?;
+        // The counts come from disk: crafted metadata must not make the arithmetic panic
+        // (overflow checks). dm-thin's is unsigned 64-bit C arithmetic, which wraps; so does
+        // this, so both print the same line for the same metadata.
+        write!(out, "{} ", mapped.wrapping_mul(spb))?;
         match highest {
-            Some(h) => write!(out, "{}", (h + 1) * spb - 1),
+            Some(h) => write!(
+                out,
+                "{}",
+                h.wrapping_add(1).wrapping_mul(spb).wrapping_sub(1)
+            ),
             None => out.write_str("-"),
         }
-    }
-}
-
-/// The pool's worker: the half of the IO path that may block.
-impl PoolCore {
-    /// Leaves `bio` to the worker (any context).
-    fn defer(this: &Arc<Self>, bio: OwnedBio<ThinBio>) {
-        let flush = bio.is_preflush() || bio.is_fua();
-        {
-            let mut d = this.deferred.lock();
-            d.bios.push(bio);
-            d.flush |= flush;
-        }
-        Self::kick(this);
-    }
-
-    /// Serves what the IO path left: finished provisioning writes, then deferred bios.
-    /// Runs on the pool's workqueue, one instance at a time.
-    pub(crate) fn work(this: &Arc<Self>) {
-        let done = this.prepared.lock().take_all();
-        if !done.is_empty() {
-            this.finish_provisioning(done);
-        }
-        let (bios, flush) = {
-            let mut d = this.deferred.lock();
-            (d.bios.take_all(), core::mem::take(&mut d.flush))
-        };
-        if bios.is_empty() {
-            return;
-        }
-        // A flush covers every write completed before it, mappings included: commit first.
-        let mut commit_failed = false;
-        if flush {
-            let mut md = this.md.lock();
-            commit_failed = this.commit_locked(&mut md).is_err();
-        }
-        for bio in bios {
-            if commit_failed && (bio.is_preflush() || bio.is_fua()) {
-                bio.end(BlkStatus::IOERR);
-                continue;
-            }
-            this.process(bio);
-        }
-    }
-
-    fn process(&self, mut bio: OwnedBio<ThinBio>) {
-        if self.mode() == Mode::Fail {
-            return bio.end(BlkStatus::IOERR);
-        }
-        let thin = bio.per_bio().thin.clone();
-        match bio.op() {
-            Op::Write if bio.size() == 0 => {
-                // An empty flush: the metadata is committed; flush the data device too.
-                bio.set_dev(&thin.pool_dev);
-                bio.set_sector(0);
-                bio.submit();
-            }
-            Op::Discard => self.discard(bio, &thin),
-            Op::Read | Op::Write => self.read_write(bio, &thin),
-            _ => bio.end(BlkStatus::NOTSUPP),
-        }
-    }
-
-    fn read_write(&self, mut bio: OwnedBio<ThinBio>, thin: &ThinShared) {
-        let spb = u64::from(self.sectors_per_block);
-        let (vblock, _) = split(bio.sector().wrapping_sub(thin.begin), spb);
-        let write = bio.op() == Op::Write;
-        let mut md = self.md.lock();
-        if let Some(c) = md
-            .cells
-            .iter_mut()
-            .find(|c| c.dev == thin.dev_id && c.vblock == vblock)
-        {
-            c.waiters.push(bio);
-            return;
-        }
-        match md.find_block(thin.dev_id, vblock, true) {
-            Ok(m) if !write || !m.shared => {
-                drop(md);
-                remap(&mut bio, thin, spb, m.block);
-                bio.submit();
-            }
-            Err(PdError::NoData) if !write => {
-                drop(md);
-                bio.zero_fill();
-                bio.end(BlkStatus::OK);
-            }
-            Ok(m) => self.provision(md, bio, thin, vblock, Some(m.block)),
-            Err(PdError::NoData) => self.provision(md, bio, thin, vblock, None),
-            Err(e) => {
-                drop(md);
-                dm_err!(
-                    PREFIX,
-                    "{}: lookup of block {} of thin device {} failed: error = {}",
-                    self.name,
-                    vblock,
-                    thin.dev_id,
-                    -e.errno()
-                );
-                bio.end(BlkStatus::IOERR);
-            }
-        }
-    }
-
-    /// Gives `vblock` a new data block, copied from `origin` (a block shared with a snapshot)
-    /// or zeroed, and writes `bio` to it. Called with the metadata lock held; it is dropped
-    /// before any IO is waited for.
-    fn provision(
-        &self,
-        mut md: kernel::sync::lock::Guard<'_, MdState, kernel::sync::lock::mutex::MutexBackend>,
-        mut bio: OwnedBio<ThinBio>,
-        thin: &ThinShared,
-        vblock: u64,
-        origin: Option<u64>,
-    ) {
-        if self.mode() != Mode::Write {
-            drop(md);
-            return bio.end(BlkStatus::IOERR);
-        }
-        let dblock = match md.alloc_data_block() {
-            Ok(d) => d,
-            Err(PdError::NoSpace) => {
-                drop(md);
-                self.no_data_space();
-                return bio.end(BlkStatus::NOSPC);
-            }
-            Err(e) => {
-                self.metadata_failed(&mut md, "dm_pool_alloc_data_block", e);
-                drop(md);
-                return bio.end(BlkStatus::IOERR);
-            }
-        };
-        let cell = Cell {
-            dev: thin.dev_id,
-            vblock,
-            waiters: BioList::new(),
-        };
-        if md.cells.push(cell, GFP_KERNEL).is_err() {
-            let _ = md.dec_data_range(dblock, dblock + 1);
-            drop(md);
-            return bio.end(BlkStatus::IOERR);
-        }
-        drop(md);
-
-        let spb = u64::from(self.sectors_per_block);
-        let whole = split(bio.sector().wrapping_sub(thin.begin), spb).1 == 0
-            && u64::from(bio.sectors()) == spb;
-        if !whole {
-            let to = dblock * spb;
-            let r = match origin {
-                Some(from) => self
-                    .kcopyd
-                    .copy(&self.data_dev, from * spb, &self.data_dev, to, spb),
-                None if !self.has_feature(FEAT_SKIP_ZEROING) => {
-                    self.kcopyd.zero(&self.data_dev, to, spb)
-                }
-                None => Ok(()),
-            };
-            if r.is_err() {
-                dm_err!(
-                    PREFIX,
-                    "{}: {} of data block {} failed",
-                    self.name,
-                    if origin.is_some() { "copy" } else { "zeroing" },
-                    dblock
-                );
-                self.abandon(thin.dev_id, vblock, dblock);
-                return bio.end(BlkStatus::IOERR);
-            }
-        }
-        bio.per_bio_mut().stage = Stage::Provisioning { vblock, dblock };
-        remap(&mut bio, thin, spb, dblock);
-        bio.submit();
-    }
-
-    /// The data space is full: as dm-thin, say so once; the bio fails with `ENOSPC`.
-    fn no_data_space(&self) {
-        if !self.out_of_space.swap(true, Ordering::AcqRel) {
-            let how = if self.has_feature(FEAT_ERROR_IF_NO_SPACE) {
-                "error IO"
-            } else {
-                "error IO, queueing is not supported"
-            };
-            dm_warn!(
-                PREFIX,
-                "{}: switching pool to out-of-data-space ({}) mode",
-                self.name,
-                how
-            );
-        }
-    }
-
-    /// Closes the cell of `dev`'s `vblock`, handing back the bios that waited in it.
-    fn release_cell(md: &mut MdState, dev: u64, vblock: u64) -> BioList<ThinBio> {
-        match md
-            .cells
-            .iter()
-            .position(|c| c.dev == dev && c.vblock == vblock)
-        {
-            Some(i) => swap_remove(&mut md.cells, i)
-                .map(|c| c.waiters)
-                .unwrap_or_default(),
-            None => BioList::new(),
-        }
-    }
-
-    /// Requeues bios for the worker (process context).
-    fn requeue(&self, bios: BioList<ThinBio>) {
-        if !bios.is_empty() {
-            self.deferred.lock().bios.append(bios);
-        }
-    }
-
-    /// Gives up provisioning `vblock` with `dblock`: the block goes back, the waiters retry.
-    fn abandon(&self, dev: u64, vblock: u64, dblock: u64) {
-        let waiters = {
-            let mut md = self.md.lock();
-            let _ = md.dec_data_range(dblock, dblock + 1);
-            Self::release_cell(&mut md, dev, vblock)
-        };
-        self.requeue(waiters);
-    }
-
-    /// Maps the blocks whose data is written, then completes their bios.
-    fn finish_provisioning(&self, mut done: BioList<ThinBio>) {
-        let mut finished = BioList::new();
-        let mut waiters = BioList::new();
-        let mut commit = false;
-        let mut commit_failed = false;
-        {
-            let mut md = self.md.lock();
-            while let Some(mut bio) = done.pop() {
-                let Stage::Provisioning { vblock, dblock } = bio.per_bio().stage else {
-                    finished.push(bio);
-                    continue;
-                };
-                bio.per_bio_mut().stage = Stage::Plain;
-                let dev = bio.per_bio().thin.dev_id;
-                if !bio.status().is_ok() {
-                    let _ = md.dec_data_range(dblock, dblock + 1);
-                } else if let Err(e) = md.insert_block(dev, vblock, dblock) {
-                    self.metadata_failed(&mut md, "dm_thin_insert_block", e);
-                    bio.set_status(BlkStatus::IOERR);
-                } else if bio.is_fua() || bio.is_preflush() {
-                    commit = true;
-                }
-                waiters.append(Self::release_cell(&mut md, dev, vblock));
-                finished.push(bio);
-            }
-            if commit {
-                commit_failed = self.commit_locked(&mut md).is_err();
-            }
-        }
-        for bio in finished {
-            let status = if commit_failed && (bio.is_fua() || bio.is_preflush()) {
-                BlkStatus::IOERR
-            } else {
-                bio.status()
-            };
-            bio.end(status);
-        }
-        self.requeue(waiters);
-    }
-
-    /// Unmaps the whole blocks a discard covers; a partial block keeps its data.
-    fn discard(&self, bio: OwnedBio<ThinBio>, thin: &ThinShared) {
-        let spb = u64::from(self.sectors_per_block);
-        let start = bio.sector().wrapping_sub(thin.begin);
-        let end = start.saturating_add(u64::from(bio.sectors()));
-        let (b, e) = match split(start, spb) {
-            (q, 0) => (q, split(end, spb).0),
-            (q, _) => (q + 1, split(end, spb).0),
-        };
-        if b < e {
-            let mut md = self.md.lock();
-            if self.mode() != Mode::Write {
-                drop(md);
-                return bio.end(BlkStatus::IOERR);
-            }
-            if let Some(c) = md
-                .cells
-                .iter_mut()
-                .find(|c| c.dev == thin.dev_id && (b..e).contains(&c.vblock))
-            {
-                // Wait for the block being provisioned, then discard.
-                c.waiters.push(bio);
-                return;
-            }
-            if let Err(err) = md.remove_range(thin.dev_id, b, e) {
-                self.metadata_failed(&mut md, "dm_thin_remove_range", err);
-                drop(md);
-                return bio.end(BlkStatus::IOERR);
-            }
-        }
-        bio.end(BlkStatus::OK);
     }
 }

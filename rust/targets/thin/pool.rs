@@ -26,22 +26,24 @@
 //! while it is held. The dm-bufio client (which registers a shrinker) is created before it
 //! exists, never under it.
 
+use super::prison::{DeferredSet, Prison};
+use super::ThinBio;
 use crate::dm::{
     bufio::Client,
     kcopyd::Kcopyd,
     kvec::swap_remove,
-    sync::{GlobalRwLock, IrqSpinLock},
+    lifetime::{Owner, Ref},
+    sync::{commit_period_ms, msleep, GlobalRwLock, IrqSpinLock, NoioMutex},
     target::{features, parse_u64},
     workqueue::{jiffies, msecs_to_jiffies, DelayedWork, DelayedWorkItem, Workqueue},
-    Args, Bio, BioList, BlockDevice, Callout, Ctr, CtrError, DmDev, MapResult, StatusType,
-    StatusWriter, Target, TargetInfo,
+    Args, Bio, BioList, BlockDevice, Callout, Ctr, CtrError, DmDev, MapResult, OwnedBio,
+    StatusType, StatusWriter, Target, TargetInfo,
 };
 use crate::pdata::{
     thin::{DATA_BLOCK_SIZE_MAX, DATA_BLOCK_SIZE_MIN, MAX_DEV_ID},
     PoolMetadata,
 };
 use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS};
-use crate::targets::thin::{Cell, ThinBio};
 use crate::{dm_err, dm_warn};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use core::{
@@ -51,10 +53,10 @@ use core::{
 };
 use kernel::{
     alloc::flags::GFP_KERNEL,
-    c_str, new_mutex,
+    c_str,
     prelude::*,
     str::CStr,
-    sync::{Arc, Mutex},
+    sync::{Arc, CondVar},
 };
 
 pub(crate) const PREFIX: &CStr = c_str!("rthin");
@@ -171,15 +173,42 @@ impl core::fmt::Display for DevName {
     }
 }
 
+/// A thin device with a live table (dm-thin's `struct dm_thin_device` while open).
+pub(crate) struct OpenDev {
+    pub(crate) id: u64,
+    /// How many tables have it open (a device in use cannot be deleted).
+    tables: u32,
+    /// Its mappings changed in the current transaction.
+    changed: bool,
+    /// A transaction that changed it was aborted: writes it acknowledged lost their
+    /// mappings, so no later flush or FUA write of it may succeed (dm-thin's
+    /// `dm_thin_aborted_changes`), for as long as it stays open.
+    aborted: bool,
+}
+
 /// What the metadata mutex protects: the metadata, and the IO path's bookkeeping that must
 /// agree with it.
 pub(crate) struct MdState {
     pub(crate) pmd: PoolMetadata<BufioBm>,
-    /// Thin devices with a live table, and how many tables each (a device in use cannot be
-    /// deleted).
-    pub(crate) open: KVec<(u64, u32)>,
-    /// Virtual blocks being provisioned, with the bios waiting for them (see `thin.rs`).
-    pub(crate) cells: KVec<Cell>,
+    /// Thin devices with a live table.
+    pub(crate) open: KVec<OpenDev>,
+    /// The cells held (blocks being provisioned, unmapped, or having their sharing broken),
+    /// with the bios waiting for them.
+    pub(crate) prison: Prison,
+}
+
+impl MdState {
+    /// Records that `dev`'s mappings changed in this transaction.
+    pub(crate) fn mark_changed(&mut self, dev: u64) {
+        if let Some(d) = self.open.iter_mut().find(|d| d.id == dev) {
+            d.changed = true;
+        }
+    }
+
+    /// Whether an aborted transaction threw away changes of `dev` (see [`OpenDev`]).
+    pub(crate) fn aborted_changes(&self, dev: u64) -> bool {
+        self.open.iter().any(|d| d.id == dev && d.aborted)
+    }
 }
 
 impl Deref for MdState {
@@ -199,9 +228,28 @@ impl DerefMut for MdState {
 /// Bios the IO path left for the pool's worker.
 #[derive(Default)]
 pub(crate) struct Deferred {
-    pub(crate) bios: BioList<ThinBio>,
+    bios: BioList<ThinBio>,
     /// One of `bios` asks for a flush or FUA: commit before serving them.
-    pub(crate) flush: bool,
+    flush: bool,
+}
+
+impl Deferred {
+    /// Adds `bio`. Every way into the worker goes through here, so a bio with PREFLUSH or FUA
+    /// always makes the worker commit before serving it, however it got there (first
+    /// deferral, or back from a cell).
+    pub(crate) fn push(&mut self, bio: OwnedBio<ThinBio>) {
+        self.flush |= bio.is_preflush() || bio.is_fua();
+        self.bios.push(bio);
+    }
+
+    /// Takes every bio, and whether one of them needs a commit first.
+    pub(crate) fn take(&mut self) -> (BioList<ThinBio>, bool) {
+        (self.bios.take_all(), core::mem::take(&mut self.flush))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bios.is_empty()
+    }
 }
 
 /// Table features the IO path follows, from the table bound last (`FEAT_*` bits).
@@ -210,21 +258,39 @@ pub(crate) const FEAT_ERROR_IF_NO_SPACE: u8 = 2;
 pub(crate) const FEAT_DISCARD: u8 = 4;
 
 /// A pool: what outlives one table of it (a reload keeps it) and what thin devices share.
+///
+/// It lives in an [`Owner`] held by the pool registry, and everything else reaches it through
+/// counted [`Ref`]s (tables and thin devices through a [`PoolUse`], queued work items through
+/// their own): the last user's release takes it out of the registry and drops the owner in
+/// process context, which waits until the references drain and only then destroys the pool
+/// (its workqueue, kcopyd and dm-bufio clients). So the pool is never destroyed inside its
+/// own work item, nor in interrupt context (seed 002's rule, for the pool).
 #[pin_data]
 pub(crate) struct PoolCore {
-    /// The pool-wide metadata lock (rank 2).
+    /// The pool-wide metadata lock (rank 2): every allocation under it is NOIO.
     #[pin]
-    pub(crate) md: Mutex<MdState>,
+    pub(crate) md: NoioMutex<MdState>,
+    /// Notified (under `md`) whenever cells close: a suspending pool waits on it for the
+    /// provisions in flight to finish.
+    #[pin]
+    pub(crate) idle: CondVar,
     /// The pool's worker: serves deferred bios, and commits every second while the pool is
     /// active (the waker).
     #[pin]
     waker: DelayedWork<PoolCore>,
-    /// Bios for the worker (rank 3 lock; taken in any context).
+    /// Bios for the worker (rank 4 lock; taken in any context).
     #[pin]
     pub(crate) deferred: IrqSpinLock<Deferred>,
-    /// Provisioning writes that completed, for the worker to map (rank 3 lock).
+    /// Bios that hold cells and may move on (a provisioning write done, a wait for IO in
+    /// flight over), for the worker (rank 4 lock).
     #[pin]
     pub(crate) prepared: IrqSpinLock<BioList<ThinBio>>,
+    /// Bios in flight to data blocks, by epoch (rank 4 lock; see [`super::prison`]).
+    #[pin]
+    pub(crate) all_io: IrqSpinLock<DeferredSet>,
+    /// Reads in flight of blocks shared with a snapshot, by epoch (rank 4 lock).
+    #[pin]
+    pub(crate) shared_read: IrqSpinLock<DeferredSet>,
     /// Whether the waker re-arms itself (between resume and suspend).
     active: AtomicBool,
     /// The current [`Mode`].
@@ -246,34 +312,44 @@ pub(crate) struct PoolCore {
     meta_dev: Arc<BlockDevice>,
 }
 
-/// How often an active pool commits its metadata, as dm-thin's `COMMIT_PERIOD`.
-const COMMIT_PERIOD_MS: u32 = 1000;
+/// How often the waker runs: the commit period (dm-thin's `COMMIT_PERIOD`, 1 s, unless the
+/// `commit_period_ms` module parameter says otherwise), or 1 s while periodic commits are off.
+fn waker_delay() -> u64 {
+    match commit_period_ms() {
+        0 => msecs_to_jiffies(1000),
+        ms => msecs_to_jiffies(ms),
+    }
+}
 
 impl DelayedWorkItem for PoolCore {
+    type Ref = Ref<PoolCore>;
+
     fn delayed_work(&self) -> &DelayedWork<Self> {
         &self.waker
     }
 
-    fn run(this: Arc<Self>) {
+    fn run(this: Ref<Self>) {
         PoolCore::work(&this);
-        if jiffies().wrapping_sub(this.last_commit.load(Ordering::Relaxed))
-            >= msecs_to_jiffies(COMMIT_PERIOD_MS)
+        let period = commit_period_ms();
+        if period != 0
+            && jiffies().wrapping_sub(this.last_commit.load(Ordering::Relaxed))
+                >= msecs_to_jiffies(period)
         {
             this.commit();
         }
         if this.active.load(Ordering::Acquire) {
             let _ = this
                 .wq
-                .enqueue_delayed(this.clone(), msecs_to_jiffies(COMMIT_PERIOD_MS));
+                .enqueue_delayed::<PoolCore>(this.clone(), waker_delay());
         }
     }
 }
 
 impl PoolCore {
     /// Has the worker run soon (any context).
-    pub(crate) fn kick(this: &Arc<Self>) {
+    pub(crate) fn kick(this: &Ref<Self>) {
         // `kick` only fails for a work item outside its container, which `PoolCore` is not.
-        let _ = this.wq.kick(this.clone());
+        let _ = this.wq.kick::<PoolCore>(this.clone());
     }
 
     pub(crate) fn mode(&self) -> Mode {
@@ -300,12 +376,7 @@ impl PoolCore {
     /// A metadata operation failed: roll back to the last commit and stop writing, as
     /// dm-thin. The rollback resets the existing dm-bufio client under the metadata lock; it
     /// never creates one (seed 004).
-    pub(crate) fn metadata_failed(
-        &self,
-        md: &mut PoolMetadata<BufioBm>,
-        op: &str,
-        e: crate::pdata::Error,
-    ) {
+    pub(crate) fn metadata_failed(&self, md: &mut MdState, op: &str, e: crate::pdata::Error) {
         dm_err!(
             PREFIX,
             "{}: metadata operation '{}' failed: error = {}",
@@ -318,6 +389,11 @@ impl PoolCore {
             "{}: aborting current metadata transaction",
             self.name
         );
+        // Thin devices whose changes the abort throws away fail their flushes from now on.
+        for d in md.open.iter_mut() {
+            d.aborted |= d.changed;
+            d.changed = false;
+        }
         let mut to = Mode::ReadOnly;
         if md.abort().is_err() {
             dm_err!(
@@ -335,7 +411,7 @@ impl PoolCore {
             );
             to = Mode::Fail;
         }
-        self.degrade(md, to);
+        self.degrade(&mut md.pmd, to);
     }
 
     /// Commits with the metadata lock held; a failure aborts (see `metadata_failed`).
@@ -343,7 +419,7 @@ impl PoolCore {
     /// As dm-thin, the data device's write cache is flushed first: a mapping must not reach
     /// the disk before the data it points to. That flush, and the metadata writes, are the
     /// IO waited for under the metadata lock; their completion takes no rthin lock.
-    pub(crate) fn commit_locked(&self, md: &mut PoolMetadata<BufioBm>) -> Result {
+    pub(crate) fn commit_locked(&self, md: &mut MdState) -> Result {
         if self.mode() != Mode::Write || !md.changed_this_transaction() {
             return Ok(());
         }
@@ -357,10 +433,18 @@ impl PoolCore {
             self.metadata_failed(md, "dm_pool_commit_metadata", crate::pdata::Error::Io);
             return Err(e);
         }
-        let r = md.commit().map_err(|e| {
-            self.metadata_failed(md, "dm_pool_commit_metadata", e);
-            to_kernel(e)
-        });
+        let r = match md.commit() {
+            Ok(()) => {
+                for d in md.open.iter_mut() {
+                    d.changed = false;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.metadata_failed(md, "dm_pool_commit_metadata", e);
+                Err(to_kernel(e))
+            }
+        };
         self.last_commit.store(jiffies(), Ordering::Relaxed);
         r
     }
@@ -371,12 +455,13 @@ impl PoolCore {
     }
 
     /// Stops the waker and waits for a running instance (process context, no lock held).
-    /// Bios already deferred are still served: the worker is kicked again if any wait.
-    fn stop_waker(this: &Arc<Self>) {
+    /// Bios already deferred are still served (unless the pool is suspended): the worker is
+    /// kicked again if any wait.
+    fn stop_waker(this: &Ref<Self>) {
         this.active.store(false, Ordering::Release);
-        DelayedWork::cancel_sync(this);
+        DelayedWork::cancel_sync(&**this);
         // One rank-4 lock at a time: each guard goes before the next lock is taken.
-        let deferred = !this.deferred.lock().bios.is_empty();
+        let deferred = !this.deferred.lock().is_empty();
         let prepared = !this.prepared.lock().is_empty();
         if deferred || prepared {
             Self::kick(this);
@@ -396,21 +481,28 @@ impl PoolCore {
         md.device_details(dev).map_err(|e| {
             CtrError::new(to_kernel(e), c_str!("Couldn't open thin internal device"))
         })?;
-        if let Some(e) = md.open.iter_mut().find(|e| e.0 == dev) {
-            e.1 += 1;
+        if let Some(e) = md.open.iter_mut().find(|e| e.id == dev) {
+            e.tables += 1;
             return Ok(());
         }
+        // Under the metadata lock, so a NOIO allocation (see `NoioMutex`).
+        let d = OpenDev {
+            id: dev,
+            tables: 1,
+            changed: false,
+            aborted: false,
+        };
         md.open
-            .push((dev, 1), GFP_KERNEL)
+            .push(d, GFP_KERNEL)
             .map_err(|_| CtrError::new(ENOMEM, c_str!("Couldn't open thin internal device")))
     }
 
     /// Undoes one [`PoolCore::open_thin`].
     pub(crate) fn close_thin(&self, dev: u64) {
         let mut md = self.md.lock();
-        if let Some(i) = md.open.iter().position(|e| e.0 == dev) {
-            md.open[i].1 -= 1;
-            if md.open[i].1 == 0 {
+        if let Some(i) = md.open.iter().position(|e| e.id == dev) {
+            md.open[i].tables -= 1;
+            if md.open[i].tables == 0 {
                 swap_remove(&mut md.open, i);
             }
         }
@@ -422,26 +514,110 @@ impl PoolCore {
 }
 
 /// A pool in the registry: the mapped device it is the table of, its devices, and how many
-/// tables (live or loaded) use it.
+/// users it has: its tables (live or loaded) and its open thin devices, as dm-thin's
+/// `__pool_inc`/`__pool_dec` count them. It stays registered while any user is left, so a
+/// thin device keeps its pool's state across a wiped or replaced pool table, and a new pool
+/// table on the same devices finds it again instead of opening the metadata a second time.
 struct Entry {
     pool_md: u32,
     meta: u32,
     data: u32,
-    tables: usize,
-    core: Arc<PoolCore>,
+    users: usize,
+    /// The last user has gone and the pool is shutting down (outside the registry lock); a
+    /// pool table meeting its devices waits until it is gone.
+    closing: bool,
+    core: Owner<PoolCore>,
 }
 
 /// Every pool of the module, found by thin devices through their pool device and by a pool's
-/// new table on reload (global lock, rank 4 in [`crate::locking`]: lookups take it shared).
+/// new table on reload (global lock, rank 3 in [`crate::locking`]).
 static POOLS: GlobalRwLock<KVec<Entry>> = GlobalRwLock::new(KVec::new());
 
-/// Finds the pool whose mapped device is `pool_md` (a thin device's pool device).
-pub(crate) fn find_pool(pool_md: u32) -> Option<Arc<PoolCore>> {
-    let pools = POOLS.read();
+/// A user of a pool: a pool table or an open thin device. The pool stays registered while it
+/// lives; dropping the last one shuts the pool down and destroys it, in the dropping thread,
+/// which must be in process context with no lock held (a target's constructor or
+/// destructor).
+pub(crate) struct PoolUse {
+    core: Option<Ref<PoolCore>>,
+}
+
+impl PoolUse {
+    /// The counted reference, for handing the pool to its workqueue.
+    pub(crate) fn core_ref(&self) -> &Ref<PoolCore> {
+        // `core` is `Some` until `drop`.
+        self.core.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Deref for PoolUse {
+    type Target = PoolCore;
+
+    fn deref(&self) -> &PoolCore {
+        self.core_ref()
+    }
+}
+
+impl Drop for PoolUse {
+    fn drop(&mut self) {
+        if let Some(r) = self.core.take() {
+            release(r);
+        }
+    }
+}
+
+/// A new user of `e`'s pool (the registry lock held for writing).
+fn add_user(e: &mut Entry) -> PoolUse {
+    e.users += 1;
+    PoolUse {
+        core: Some(e.core.get()),
+    }
+}
+
+/// Finds the pool whose mapped device is `pool_md` (a thin device's pool device) and adds
+/// the thin device as a user.
+pub(crate) fn find_pool(pool_md: u32) -> Option<PoolUse> {
+    let mut pools = POOLS.write();
     pools
-        .iter()
-        .find(|e| e.pool_md == pool_md)
-        .map(|e| e.core.clone())
+        .iter_mut()
+        .find(|e| e.pool_md == pool_md && !e.closing)
+        .map(add_user)
+}
+
+/// Drops one user of a pool. The last one takes the pool out of service: it stops the
+/// waker and commits (with no lock held but the metadata lock), then takes the entry out of
+/// the registry and drops the owner, which waits for queued work to let go of the pool and
+/// destroys it here, in process context.
+fn release(r: Ref<PoolCore>) {
+    {
+        let mut pools = POOLS.write();
+        let Some(e) = pools.iter_mut().find(|e| e.core.owns(&r)) else {
+            return;
+        };
+        e.users -= 1;
+        if e.users > 0 {
+            return;
+        }
+        e.closing = true;
+    }
+    PoolCore::stop_waker(&r);
+    r.commit();
+    let removed = {
+        let mut pools = POOLS.write();
+        let Some(i) = pools.iter().position(|e| e.core.owns(&r)) else {
+            return;
+        };
+        let e = swap_remove(&mut pools, i);
+        // An empty registry gives its memory back (the module may be unloaded next).
+        let old = if pools.is_empty() {
+            Some(::core::mem::take(&mut *pools))
+        } else {
+            None
+        };
+        (e, old)
+    };
+    // Our reference first: the owner's drop waits for every reference to go.
+    drop(r);
+    drop(removed);
 }
 
 /// dm-thin's rules for a pool table meeting the pools that exist: the same pool device with
@@ -484,7 +660,7 @@ fn match_pool(
 }
 
 /// An `rthin-pool` target: one table of a pool.
-#[pin_data(PinnedDrop)]
+#[pin_data]
 pub struct Pool {
     metadata_dev: DmDev,
     data_dev: DmDev,
@@ -494,7 +670,8 @@ pub struct Pool {
     metadata_threshold: u64,
     /// Data blocks the pool target's length gives: the size of the data space.
     target_blocks: u64,
-    core: Arc<PoolCore>,
+    /// The pool; dropping this table's use of it (in the destructor) may shut it down.
+    core: PoolUse,
 }
 
 const NO_MD: &CStr = c_str!("Error creating metadata object");
@@ -524,7 +701,7 @@ impl PoolCore {
         features: &Features,
         sectors_per_block: u32,
         nr_data_blocks: u64,
-    ) -> Result<Arc<Self>, CtrError> {
+    ) -> Result<Owner<Self>, CtrError> {
         let meta_dev = BlockDevice::open(meta).map_err(|e| CtrError::new(e, NO_MD))?;
         let meta_dev = Arc::new(meta_dev, GFP_KERNEL).map_err(|_| CtrError::new(ENOMEM, NO_MD))?;
         let data_dev = BlockDevice::open(data).map_err(|e| CtrError::new(e, NO_POOL))?;
@@ -551,19 +728,22 @@ impl PoolCore {
         } else {
             Mode::Write
         };
-        Arc::pin_init(
-            pin_init!(PoolCore {
-                md <- new_mutex!(
+        Owner::pin_init(
+            try_pin_init!(PoolCore {
+                md <- crate::new_noio_mutex!(
                     MdState {
                         pmd: md,
                         open: KVec::new(),
-                        cells: KVec::new(),
+                        prison: Prison::new(),
                     },
                     "rthin_pool_metadata"
                 ),
+                idle <- kernel::new_condvar!("rthin_pool_idle"),
                 waker <- DelayedWork::new(),
                 deferred <- crate::new_irq_spinlock!(Deferred::default(), "rthin_pool_deferred"),
                 prepared <- crate::new_irq_spinlock!(BioList::new(), "rthin_pool_prepared"),
+                all_io <- crate::new_irq_spinlock!(DeferredSet::new(), "rthin_pool_all_io"),
+                shared_read <- crate::new_irq_spinlock!(DeferredSet::new(), "rthin_pool_shared_read"),
                 active: AtomicBool::new(false),
                 mode: AtomicU8::new(mode as u8),
                 suspended: AtomicBool::new(false),
@@ -576,7 +756,7 @@ impl PoolCore {
                 kcopyd,
                 data_dev,
                 meta_dev,
-            }),
+            }? Error),
             GFP_KERNEL,
         )
         .map_err(|_| CtrError::new(ENOMEM, NO_POOL))
@@ -625,54 +805,51 @@ impl Target for Pool {
         let nr_data_blocks = ctr.info().len() / u64::from(sectors_per_block);
         let (pool_md, meta, data) = (ctr.info().md_devt(), metadata_dev.devt(), data_dev.devt());
 
-        // A reload of a live pool carries its state over (dm-thin's `__pool_find`).
-        let found = {
+        // A reload of a live pool carries its state over (dm-thin's `__pool_find`); a new
+        // pool is created with the registry lock held for writing, so two tables cannot both
+        // open (or format) the same metadata before one of them is refused, as dm-thin's
+        // `dm_thin_pool_table.mutex` serialises it.
+        let core = loop {
             let mut pools = POOLS.write();
-            match match_pool(&pools, pool_md, meta, data)? {
-                Some(i) => {
-                    check_block_size(pools[i].core.sectors_per_block, sectors_per_block)?;
-                    pools[i].tables += 1;
-                    Some(pools[i].core.clone())
-                }
-                None => None,
+            if pools
+                .iter()
+                .any(|e| e.closing && (e.meta == meta || e.data == data || e.pool_md == pool_md))
+            {
+                // The pool's last user is shutting it down; wait until it is gone.
+                drop(pools);
+                msleep(10);
+                continue;
             }
-        };
-        let core = match found {
-            Some(core) => core,
-            None => {
-                let core = PoolCore::create(
-                    ctr.info().device_name(),
-                    meta,
-                    data,
-                    &features,
-                    sectors_per_block,
-                    nr_data_blocks,
-                )?;
-                let mut pools = POOLS.write();
-                // Another table may have claimed a device while the metadata was opened.
-                if match_pool(&pools, pool_md, meta, data)?.is_some() {
-                    return Err(CtrError::new(
-                        EBUSY,
-                        c_str!("metadata device already in use by a pool"),
-                    ));
-                }
-                pools
-                    .push(
-                        Entry {
-                            pool_md,
-                            meta,
-                            data,
-                            tables: 1,
-                            core: core.clone(),
-                        },
-                        GFP_KERNEL,
-                    )
-                    .map_err(|_| CtrError::new(ENOMEM, NO_POOL))?;
-                core
+            if let Some(i) = match_pool(&pools, pool_md, meta, data)? {
+                check_block_size(pools[i].core.sectors_per_block, sectors_per_block)?;
+                break add_user(&mut pools[i]);
             }
+            let core = PoolCore::create(
+                ctr.info().device_name(),
+                meta,
+                data,
+                &features,
+                sectors_per_block,
+                nr_data_blocks,
+            )?;
+            let entry = Entry {
+                pool_md,
+                meta,
+                data,
+                users: 0,
+                closing: false,
+                core,
+            };
+            pools
+                .push(entry, GFP_KERNEL)
+                .map_err(|_| CtrError::new(ENOMEM, NO_POOL))?;
+            let last = pools.len() - 1;
+            break add_user(&mut pools[last]);
         };
-        // From here on, dropping `pool` releases the registry entry (see `PinnedDrop`).
-        let pool_core = core.clone();
+        // The metadata lock is taken in `map`, so under memory reclaim too: tell lockdep, so
+        // that an allocation under it that could recurse into reclaim is reported at once.
+        core.md.taken_in_reclaim();
+        // From here on, dropping `core` (with `pool`, or alone) releases this use of the pool.
         let pool = KBox::pin_init(
             pin_init!(Pool {
                 metadata_dev,
@@ -682,17 +859,11 @@ impl Target for Pool {
                 features,
                 metadata_threshold,
                 target_blocks: nr_data_blocks,
-                core: pool_core,
+                core,
             }),
             GFP_KERNEL,
-        );
-        let pool = match pool {
-            Ok(p) => p,
-            Err(_) => {
-                release_table(&core);
-                return Err(CtrError::new(ENOMEM, NO_POOL));
-            }
-        };
+        )
+        .map_err(|_| CtrError::new(ENOMEM, NO_POOL))?;
         ctr.set_num_flush_bios(1);
         if !features.ignore_discard {
             ctr.set_num_discard_bios(1);
@@ -707,24 +878,43 @@ impl Target for Pool {
         MapResult::Remapped(bio, ())
     }
 
+    /// As dm-thin's pool presuspend, which suspends the pool's active thin devices: from
+    /// here on the worker starts no provisioning (it holds deferred bios until resume), and
+    /// the provisions in flight finish now, while the pool device still takes IO (their data
+    /// writes go through it). Then nothing is left to write to the data device, and
+    /// `postsuspend` commits the last mappings.
     fn presuspend(this: Pin<&Self>) {
-        this.core.suspended.store(true, Ordering::Release);
+        let core = &this.core;
+        core.suspended.store(true, Ordering::Release);
+        let mut md = core.md.lock();
+        while !md.prison.is_empty() {
+            md.wait(&core.idle);
+        }
     }
 
+    fn presuspend_undo(this: Pin<&Self>) {
+        this.core.suspended.store(false, Ordering::Release);
+        PoolCore::kick(this.core.core_ref());
+    }
+
+    /// As dm-thin's: stop the waker, let the worker finish what it is doing, and commit.
+    /// After this, nothing reaches the metadata or data device until resume: the worker
+    /// holds what the thin devices send.
     fn postsuspend(this: Pin<&Self>) {
-        PoolCore::stop_waker(&this.core);
+        PoolCore::stop_waker(this.core.core_ref());
+        this.core.wq.flush();
         this.core.commit();
     }
 
     fn resume(this: Pin<&Self>) {
         this.core.suspended.store(false, Ordering::Release);
         // Serve what thin devices sent while the pool was suspended.
-        PoolCore::kick(&this.core);
-        if !this.core.active.swap(true, Ordering::AcqRel) {
-            if let Err(e) = this
-                .core
+        let core = this.core.core_ref();
+        PoolCore::kick(core);
+        if !core.active.swap(true, Ordering::AcqRel) {
+            if let Err(e) = core
                 .wq
-                .enqueue_delayed(this.core.clone(), msecs_to_jiffies(COMMIT_PERIOD_MS))
+                .enqueue_delayed::<PoolCore>(core.clone(), waker_delay())
             {
                 dm_err!(
                     PREFIX,
@@ -868,7 +1058,7 @@ impl Target for Pool {
         } else if name.eq_ignore_ascii_case(b"delete") {
             want(2)?;
             let id = dev_id(1)?;
-            if md.open.iter().any(|e| e.0 == id) {
+            if md.open.iter().any(|e| e.id == id) {
                 dm_warn!(PREFIX, "Deletion of thin device {} failed.", arg(1));
                 return Err(EBUSY);
             }
@@ -985,43 +1175,5 @@ impl Pool {
             "- "
         })?;
         write!(out, "{} ", self.metadata_threshold)
-    }
-}
-
-/// Drops one table's use of `core`; the last one takes the pool out of the registry, stops
-/// its waker and commits (process context, no lock held).
-fn release_table(pool_core: &Arc<PoolCore>) {
-    let removed = {
-        let mut pools = POOLS.write();
-        let Some(i) = pools.iter().position(|e| Arc::ptr_eq(&e.core, pool_core)) else {
-            return;
-        };
-        pools[i].tables -= 1;
-        if pools[i].tables > 0 {
-            return;
-        }
-        let Some(e) = swap_remove(&mut pools, i) else {
-            return;
-        };
-        // An empty registry gives its memory back (the module may be unloaded next).
-        let old = if pools.is_empty() {
-            Some(::core::mem::take(&mut *pools))
-        } else {
-            None
-        };
-        (e, old)
-    };
-    PoolCore::stop_waker(&removed.0.core);
-    removed.0.core.commit();
-    drop(removed);
-}
-
-#[pinned_drop]
-impl PinnedDrop for Pool {
-    fn drop(self: Pin<&mut Self>) {
-        // The destructor runs in process context. The pool lives on if a newer table uses it
-        // (a reload); otherwise its waker stops and what is outstanding is committed. The
-        // workqueue is destroyed with the last reference to the core.
-        release_table(&self.core);
     }
 }

@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pool's worker: the half of the thin IO path that may block. It runs on the pool's
+//! workqueue, one instance at a time, in process context (see the IO path in [`super`]).
+
+use super::pool::{MdState, Mode, PoolCore, FEAT_ERROR_IF_NO_SPACE, FEAT_SKIP_ZEROING, PREFIX};
+use super::prison::{DsEntry, Key};
+use super::{remap, split, Stage, ThinBio, ThinShared};
+use crate::dm::{lifetime::Ref, sync::NoioGuard, BioList, BlkStatus, Op, OwnedBio};
+use crate::pdata::Error as PdError;
+use crate::{dm_err, dm_warn};
+use core::sync::atomic::Ordering;
+
+impl PoolCore {
+    /// Leaves `bio` to the worker (any context).
+    pub(super) fn defer(this: &Ref<Self>, bio: OwnedBio<ThinBio>) {
+        this.deferred.lock().push(bio);
+        Self::kick(this);
+    }
+
+    /// Hands bios back to the worker (those that waited in a released cell), and has it run:
+    /// they are served now, not at the next periodic run, which a suspended pool never has.
+    fn requeue(this: &Ref<Self>, mut bios: BioList<ThinBio>) {
+        if bios.is_empty() {
+            return;
+        }
+        {
+            let mut d = this.deferred.lock();
+            while let Some(bio) = bios.pop() {
+                d.push(bio);
+            }
+        }
+        Self::kick(this);
+    }
+
+    /// Counts `pb`'s bio in flight to a data block (shared with a snapshot: `shared`). Called
+    /// with the metadata lock held, after checking that no cell holds the block.
+    pub(super) fn count_in_flight(&self, pb: &mut ThinBio, shared: bool) {
+        pb.all_io = Some(self.all_io.lock().inc());
+        if shared {
+            pb.shared_read = Some(self.shared_read.lock().inc());
+        }
+    }
+
+    /// A bio counted in flight completed (any context): the bios that waited for it go back
+    /// to the worker.
+    pub(super) fn io_done(this: &Ref<Self>, all_io: Option<DsEntry>, shared: Option<DsEntry>) {
+        let mut ready = BioList::new();
+        // One rank-4 lock at a time.
+        if let Some(e) = all_io {
+            this.all_io.lock().dec(e, &mut ready);
+        }
+        if let Some(e) = shared {
+            this.shared_read.lock().dec(e, &mut ready);
+        }
+        if !ready.is_empty() {
+            this.prepared.lock().append(ready);
+            Self::kick(this);
+        }
+    }
+
+    /// Serves what the IO path left: bios that move on with cells held (a provisioning write
+    /// done, a wait for IO in flight over), then deferred bios.
+    pub(crate) fn work(this: &Ref<Self>) {
+        let prepared = this.prepared.lock().take_all();
+        if !prepared.is_empty() {
+            Self::continue_prepared(this, prepared);
+        }
+        if this.suspended.load(Ordering::Acquire) {
+            // Held until resume (which kicks the worker): a suspended pool starts nothing.
+            // What holds cells still finishes above: a suspending pool waits for it.
+            return;
+        }
+        let (bios, flush) = this.deferred.lock().take();
+        if !flush {
+            for bio in bios {
+                Self::process(this, bio);
+            }
+            return;
+        }
+        // A flush covers every write completed before it, mappings included: commit first.
+        // It fails if the commit fails, or if an abort threw away changes of its device that
+        // were acknowledged (dm-thin's `dm_thin_aborted_changes`).
+        let mut ready = BioList::new();
+        let mut failed = BioList::new();
+        {
+            let mut md = this.md.lock();
+            let commit_failed = this.commit_locked(&mut md).is_err();
+            for bio in bios {
+                let syncs = bio.is_preflush() || bio.is_fua();
+                if syncs && (commit_failed || md.aborted_changes(bio.per_bio().thin.dev_id)) {
+                    failed.push(bio);
+                } else {
+                    ready.push(bio);
+                }
+            }
+        }
+        for bio in failed {
+            bio.end(BlkStatus::IOERR);
+        }
+        for bio in ready {
+            Self::process(this, bio);
+        }
+    }
+
+    /// Moves on bios that hold cells, by their stage.
+    fn continue_prepared(this: &Ref<Self>, mut bios: BioList<ThinBio>) {
+        let mut written = BioList::new();
+        while let Some(bio) = bios.pop() {
+            match bio.per_bio().stage {
+                Stage::Provisioning { .. } => written.push(bio),
+                Stage::Quiescing { .. } => Self::copy_and_write(this, bio),
+                Stage::Discarding { .. } => Self::unmap(this, bio),
+                Stage::Plain => {
+                    let status = bio.status();
+                    bio.end(status);
+                }
+            }
+        }
+        if !written.is_empty() {
+            Self::finish_provisioning(this, written);
+        }
+    }
+
+    fn process(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
+        if this.mode() == Mode::Fail {
+            return bio.end(BlkStatus::IOERR);
+        }
+        let thin = bio.per_bio().thin.clone();
+        match bio.op() {
+            Op::Write if bio.size() == 0 => {
+                // An empty flush: the metadata is committed; flush the data device too.
+                bio.set_dev(&thin.pool_dev);
+                bio.set_sector(0);
+                bio.submit();
+            }
+            Op::Discard => Self::discard(this, bio, &thin),
+            Op::Read | Op::Write => Self::read_write(this, bio, &thin),
+            _ => bio.end(BlkStatus::NOTSUPP),
+        }
+    }
+
+    fn read_write(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>, thin: &ThinShared) {
+        let spb = u64::from(this.sectors_per_block);
+        let (vblock, _) = split(bio.sector().wrapping_sub(thin.begin), spb);
+        let write = bio.op() == Op::Write;
+        let mut md = this.md.lock();
+        bio = match md.prison.park(&Key::virt(thin.dev_id, vblock), bio) {
+            Ok(()) => return,
+            Err(bio) => bio,
+        };
+        match md.find_block(thin.dev_id, vblock, true) {
+            Ok(m) if !write || !m.shared => {
+                bio = match md.prison.park(&Key::data(m.block), bio) {
+                    Ok(()) => return,
+                    Err(bio) => bio,
+                };
+                this.count_in_flight(bio.per_bio_mut(), m.shared);
+                drop(md);
+                remap(&mut bio, thin, spb, m.block);
+                bio.submit();
+            }
+            Err(PdError::NoData) if !write => {
+                drop(md);
+                bio.zero_fill();
+                bio.end(BlkStatus::OK);
+            }
+            Ok(m) => {
+                // Another device breaking the sharing of the same block holds its cell.
+                bio = match md.prison.park(&Key::data(m.block), bio) {
+                    Ok(()) => return,
+                    Err(bio) => bio,
+                };
+                Self::provision(this, md, bio, thin, vblock, Some(m.block));
+            }
+            Err(PdError::NoData) => Self::provision(this, md, bio, thin, vblock, None),
+            Err(e) => {
+                drop(md);
+                dm_err!(
+                    PREFIX,
+                    "{}: lookup of block {} of thin device {} failed: error = {}",
+                    this.name,
+                    vblock,
+                    thin.dev_id,
+                    -e.errno()
+                );
+                bio.end(BlkStatus::IOERR);
+            }
+        }
+    }
+
+    /// Gives `vblock` a new data block, copied from `origin` (a block shared with a snapshot)
+    /// or zeroed, and writes `bio` to it. Called with the metadata lock held and no cell
+    /// held on `vblock` or `origin`; the lock is dropped before any IO is waited for.
+    fn provision(
+        this: &Ref<Self>,
+        mut md: NoioGuard<'_, MdState>,
+        mut bio: OwnedBio<ThinBio>,
+        thin: &ThinShared,
+        vblock: u64,
+        origin: Option<u64>,
+    ) {
+        if this.mode() != Mode::Write {
+            drop(md);
+            return bio.end(BlkStatus::IOERR);
+        }
+        let dblock = match md.alloc_data_block() {
+            Ok(d) => d,
+            Err(PdError::NoSpace) => {
+                drop(md);
+                this.no_data_space();
+                return bio.end(BlkStatus::NOSPC);
+            }
+            Err(e) => {
+                this.metadata_failed(&mut md, "dm_pool_alloc_data_block", e);
+                drop(md);
+                return bio.end(BlkStatus::IOERR);
+            }
+        };
+        // Under the metadata lock: NOIO allocations (see `NoioMutex`).
+        let vkey = Key::virt(thin.dev_id, vblock);
+        let mut held = md.prison.hold(vkey);
+        if let (Ok(()), Some(o)) = (&held, origin) {
+            held = md.prison.hold(Key::data(o));
+            if held.is_err() {
+                md.prison.release(&vkey);
+            }
+        }
+        if held.is_err() {
+            let _ = md.dec_data_range(dblock, dblock + 1);
+            drop(md);
+            return bio.end(BlkStatus::IOERR);
+        }
+        drop(md);
+        match origin {
+            Some(origin) => {
+                // The new mapping drops this device's reference to `origin`, which may free
+                // it: first let the reads of shared blocks in flight complete.
+                bio.per_bio_mut().stage = Stage::Quiescing {
+                    vblock,
+                    dblock,
+                    origin,
+                };
+                let waited = this.shared_read.lock().wait_for_in_flight(bio);
+                if let Err(bio) = waited {
+                    Self::copy_and_write(this, bio);
+                }
+            }
+            None => {
+                bio.per_bio_mut().stage = Stage::Provisioning {
+                    vblock,
+                    dblock,
+                    origin: None,
+                };
+                Self::copy_and_write(this, bio);
+            }
+        }
+    }
+
+    /// Zeroes the new block (or copies the shared one into it) with kcopyd, unless the bio
+    /// overwrites all of it, then writes the bio to it. No lock is held.
+    fn copy_and_write(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
+        let (vblock, dblock, origin) = match bio.per_bio().stage {
+            Stage::Quiescing {
+                vblock,
+                dblock,
+                origin,
+            } => (vblock, dblock, Some(origin)),
+            Stage::Provisioning {
+                vblock,
+                dblock,
+                origin,
+            } => (vblock, dblock, origin),
+            _ => return bio.end(BlkStatus::IOERR),
+        };
+        let thin = bio.per_bio().thin.clone();
+        let spb = u64::from(this.sectors_per_block);
+        let whole = split(bio.sector().wrapping_sub(thin.begin), spb).1 == 0
+            && u64::from(bio.sectors()) == spb;
+        if !whole {
+            let to = dblock * spb;
+            let r = match origin {
+                Some(from) => this
+                    .kcopyd
+                    .copy(&this.data_dev, from * spb, &this.data_dev, to, spb),
+                None if !this.has_feature(FEAT_SKIP_ZEROING) => {
+                    this.kcopyd.zero(&this.data_dev, to, spb)
+                }
+                None => Ok(()),
+            };
+            if r.is_err() {
+                dm_err!(
+                    PREFIX,
+                    "{}: {} of data block {} failed",
+                    this.name,
+                    if origin.is_some() { "copy" } else { "zeroing" },
+                    dblock
+                );
+                Self::abandon(this, thin.dev_id, vblock, dblock, origin);
+                bio.per_bio_mut().stage = Stage::Plain;
+                return bio.end(BlkStatus::IOERR);
+            }
+        }
+        bio.per_bio_mut().stage = Stage::Provisioning {
+            vblock,
+            dblock,
+            origin,
+        };
+        remap(&mut bio, &thin, spb, dblock);
+        bio.submit();
+    }
+
+    /// The data space is full: as dm-thin, say so once; the bio fails with `ENOSPC`.
+    fn no_data_space(&self) {
+        if !self.out_of_space.swap(true, Ordering::AcqRel) {
+            let how = if self.has_feature(FEAT_ERROR_IF_NO_SPACE) {
+                "error IO"
+            } else {
+                "error IO, queueing is not supported"
+            };
+            dm_warn!(
+                PREFIX,
+                "{}: switching pool to out-of-data-space ({}) mode",
+                self.name,
+                how
+            );
+        }
+    }
+
+    /// Releases the cells a provision of `dev`'s `vblock` holds, handing back the bios that
+    /// waited in them, and tells a suspending pool.
+    fn release_cells(
+        &self,
+        md: &mut MdState,
+        dev: u64,
+        vblock: u64,
+        origin: Option<u64>,
+    ) -> BioList<ThinBio> {
+        let mut waiters = md.prison.release(&Key::virt(dev, vblock));
+        if let Some(o) = origin {
+            waiters.append(md.prison.release(&Key::data(o)));
+        }
+        self.idle.notify_all();
+        waiters
+    }
+
+    /// Gives up provisioning `vblock` with `dblock`: the block goes back, the waiters retry
+    /// at once.
+    fn abandon(this: &Ref<Self>, dev: u64, vblock: u64, dblock: u64, origin: Option<u64>) {
+        let waiters = {
+            let mut md = this.md.lock();
+            if this.mode() == Mode::Write {
+                let _ = md.dec_data_range(dblock, dblock + 1);
+            }
+            this.release_cells(&mut md, dev, vblock, origin)
+        };
+        Self::requeue(this, waiters);
+    }
+
+    /// Maps the blocks whose data is written, then completes their bios.
+    fn finish_provisioning(this: &Ref<Self>, mut done: BioList<ThinBio>) {
+        let mut finished = BioList::new();
+        let mut waiters = BioList::new();
+        let mut commit = false;
+        let mut commit_failed = false;
+        {
+            let mut md = this.md.lock();
+            while let Some(mut bio) = done.pop() {
+                let Stage::Provisioning {
+                    vblock,
+                    dblock,
+                    origin,
+                } = bio.per_bio().stage
+                else {
+                    finished.push(bio);
+                    continue;
+                };
+                bio.per_bio_mut().stage = Stage::Plain;
+                let dev = bio.per_bio().thin.dev_id;
+                if this.mode() != Mode::Write {
+                    // The pool went read-only (or failed) while the block was written: its
+                    // allocation was rolled back with the transaction. Fail the mapping
+                    // quietly, as dm-thin's `process_prepared_mapping_fail`; touching the
+                    // metadata again would only fail again and degrade the pool further.
+                    bio.set_status(BlkStatus::IOERR);
+                } else if !bio.status().is_ok() {
+                    let _ = md.dec_data_range(dblock, dblock + 1);
+                } else if let Err(e) = md.insert_block(dev, vblock, dblock) {
+                    this.metadata_failed(&mut md, "dm_thin_insert_block", e);
+                    bio.set_status(BlkStatus::IOERR);
+                } else {
+                    md.mark_changed(dev);
+                    commit |= bio.is_fua() || bio.is_preflush();
+                }
+                waiters.append(this.release_cells(&mut md, dev, vblock, origin));
+                finished.push(bio);
+            }
+            if commit {
+                commit_failed = this.commit_locked(&mut md).is_err();
+            }
+        }
+        for bio in finished {
+            let status = if commit_failed && (bio.is_fua() || bio.is_preflush()) {
+                BlkStatus::IOERR
+            } else {
+                bio.status()
+            };
+            bio.end(status);
+        }
+        Self::requeue(this, waiters);
+    }
+
+    /// A discard: holds the cell of the whole blocks it covers (a partial block keeps its
+    /// data), then waits for the IO in flight before unmapping them.
+    fn discard(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>, thin: &ThinShared) {
+        let spb = u64::from(this.sectors_per_block);
+        let start = bio.sector().wrapping_sub(thin.begin);
+        let end = start.saturating_add(u64::from(bio.sectors()));
+        let (b, e) = match split(start, spb) {
+            (q, 0) => (q, split(end, spb).0),
+            (q, _) => (q + 1, split(end, spb).0),
+        };
+        if b >= e {
+            return bio.end(BlkStatus::OK);
+        }
+        let key = Key::virt_range(thin.dev_id, b, e);
+        {
+            let mut md = this.md.lock();
+            if this.mode() != Mode::Write {
+                drop(md);
+                return bio.end(BlkStatus::IOERR);
+            }
+            // A block of the range is being provisioned or unmapped: wait for it.
+            bio = match md.prison.park(&key, bio) {
+                Ok(()) => return,
+                Err(bio) => bio,
+            };
+            if md.prison.hold(key).is_err() {
+                drop(md);
+                return bio.end(BlkStatus::IOERR);
+            }
+        }
+        // No new IO reaches the range now; what is in flight to it was counted before the
+        // cell was held.
+        bio.per_bio_mut().stage = Stage::Discarding { begin: b, end: e };
+        let waited = this.all_io.lock().wait_for_in_flight(bio);
+        if let Err(bio) = waited {
+            Self::unmap(this, bio);
+        }
+    }
+
+    /// Unmaps the blocks of a discard whose wait for IO in flight is over.
+    fn unmap(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
+        let Stage::Discarding { begin, end } = bio.per_bio().stage else {
+            return bio.end(BlkStatus::IOERR);
+        };
+        bio.per_bio_mut().stage = Stage::Plain;
+        let dev = bio.per_bio().thin.dev_id;
+        let (status, waiters) = {
+            let mut md = this.md.lock();
+            let status = if this.mode() != Mode::Write {
+                BlkStatus::IOERR
+            } else if let Err(err) = md.remove_range(dev, begin, end) {
+                this.metadata_failed(&mut md, "dm_thin_remove_range", err);
+                BlkStatus::IOERR
+            } else {
+                md.mark_changed(dev);
+                BlkStatus::OK
+            };
+            let waiters = md.prison.release(&Key::virt_range(dev, begin, end));
+            this.idle.notify_all();
+            (status, waiters)
+        };
+        bio.end(status);
+        Self::requeue(this, waiters);
+    }
+}
