@@ -234,7 +234,10 @@ impl<P> DerefMut for Bio<'_, P> {
 /// callback is generic over its bio's lifetime, so it can only return a `Taken` made from
 /// the bio it was lent, never one kept from an earlier call (which would leave its own bio
 /// neither completed nor handed back). It is neither `Clone` nor constructible elsewhere.
-pub struct Taken<'a, P>(PhantomData<(fn(&'a ()) -> &'a (), P)>);
+pub struct Taken<'a, P>(PhantomData<(Invariant<'a>, P)>);
+
+/// A marker invariant in `'a` (neither longer nor shorter lifetimes convert to it).
+type Invariant<'a> = fn(&'a ()) -> &'a ();
 
 /// Room to reserve for a `P` in dm's per-bio area: its size rounded up so that the data dm
 /// places in front of its own 8-byte aligned per-bio structure stays aligned.
