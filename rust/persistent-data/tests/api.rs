@@ -425,7 +425,10 @@ fn failed_abort_never_writes_the_aborted_superblock() {
     flaky.fail.set(true);
     assert!(p.abort().is_err(), "the abort cannot read the superblock");
     assert!(p.failed(), "a failed abort must leave the metadata failed");
-    assert!(p.set_needs_check().is_err(), "needs_check written over a failed abort");
+    assert!(
+        p.set_needs_check().is_err(),
+        "needs_check written over a failed abort"
+    );
     let _ = rthin_pdata::BlockManager::flush(p.bm());
     assert!(
         flaky.disk.get(0) == committed,

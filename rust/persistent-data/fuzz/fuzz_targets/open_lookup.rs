@@ -16,13 +16,18 @@ static BASE: OnceLock<Vec<(u64, [u8; 4096])>> = OnceLock::new();
 fuzz_target!(|data: &[u8]| {
     let base = BASE.get_or_init(|| {
         let d = build_base();
-        (0..rthin_pdata::host::fuzz::NR_META).map(|b| (b, d.get(b))).filter(|(_, x)| x.iter().any(|&c| c != 0)).collect()
+        (0..rthin_pdata::host::fuzz::NR_META)
+            .map(|b| (b, d.get(b)))
+            .filter(|(_, x)| x.iter().any(|&c| c != 0))
+            .collect()
     });
     let disk = MemDisk::new();
     for (b, blk) in base {
         disk.set(*b, blk);
     }
     apply_patches(&disk, data);
-    let seed = data.iter().fold(7u64, |a, &c| a.wrapping_mul(31).wrapping_add(u64::from(c)));
+    let seed = data
+        .iter()
+        .fold(7u64, |a, &c| a.wrapping_mul(31).wrapping_add(u64::from(c)));
     let _ = exercise(&disk, seed);
 });
