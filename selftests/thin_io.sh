@@ -8,7 +8,7 @@
 #
 # As thin.sh, the targets are parameters: POOL_TGT=thin-pool THIN_TGT=thin runs the suite on
 # upstream dm-thin, the reference behaviour.
-here=$(cd "$(dirname "$0")" && pwd)
+here=${here:-$(cd "$(dirname "$0")" && pwd)}
 . "$here/lib.sh"        # (it changes into a scratch directory)
 . "$here/thin_lib.sh"
 
@@ -38,24 +38,30 @@ sync_dev() {
 }
 
 # Item 1, "FUA before its mapping is committed": W1 provisions block 5 (its zeroing and its
-# write held 1.5 s each by dm-delay); a FUA write W2 to the same block arrives meanwhile and
-# waits in W1's cell. W2 may complete only once block 5's mapping is committed, however it
-# came back to the worker. With no periodic commit, the metadata writes are cut as soon as
-# W2 returns: block 5 must be mapped on disk.
+# write held 3 s each by dm-delay); a FUA write W2 to the same block arrives meanwhile and
+# waits in W1's cell. Block 5's mapping must be committed before W2 is served, however W2
+# came back to the worker. W2's own write is held 3 s too; the metadata writes are cut while
+# it is in flight (W1 has returned by then, W2 not), so only a commit made before W2 was
+# issued reaches the disk. (A block device's O_DSYNC write is followed by an fsync, which
+# would commit too, later: cutting the metadata first keeps that one off the disk.)
 t_fua_waits_in_cell() {
 	load_targets
 	kmod dm-flakey
 	no_periodic_commits
-	delayed_data 1500
+	delayed_data 3000
 	meta_on_linear
-	local pid t0=$SECONDS
+	local p1 p2 t0=$SECONDS
 	dd if=/dev/urandom of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((5 * 16)) oflag=direct status=none &
-	pid=$!
+	p1=$!
+	sleep 1
+	dd if=/dev/urandom of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((5 * 16 + 2)) oflag=direct,dsync status=none 2>/dev/null &
+	p2=$!
+	wait $p1
 	sleep 0.5
-	dd if=/dev/urandom of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((5 * 16 + 2)) oflag=direct,dsync status=none
-	wait $pid
+	kill -0 $p2 2>/dev/null || fail "W2 was done before W1's return: the test's timing does not hold"
 	dmsetup resume rt_meta                          # no metadata write reaches the disk now
-	echo "W1 and the FUA write W2 done in $((SECONDS - t0)) s; metadata writes cut"
+	echo "W1 returned after $((SECONDS - t0)) s; metadata writes cut with W2 in flight"
+	wait $p2 || echo "W2's fsync failed (metadata writes are cut)"
 	teardown_meta_on_linear
 	check_meta
 	expect_dump "device 0 mapped_blocks=1 counted=1 blocks=5"
@@ -157,15 +163,16 @@ delayed_reads() {
 }
 
 # leak_round HOW: the pool has 5 data blocks, thin A (rt_thin) uses 4 of them; a read of A's
-# block 2 is held in flight 3 s (dm-delay); meanwhile A gives up block 2's data block: by a
+# block 2 is held in flight 8 s (dm-delay); meanwhile A gives up block 2's data block: by a
 # discard (HOW=discard), or by a whole-block write that breaks its sharing (HOW=cow: A had a
 # snapshot, since deleted, so the block counts as shared though nothing else holds it, and
 # the new mapping frees it). A commits, and thin B writes a whole block, which gets the
 # freed data block. A's read, issued before any of it, must return A's data, not B's.
 leak_round() {
 	local how=$1 rpid
+	SECONDS=0
 	load_targets
-	delayed_reads 3000
+	delayed_reads 8000
 	wipe_meta
 	dmsetup create rt_pool --table "$(pool_table $((5 * BS)))"
 	msg create_thin 0
@@ -189,13 +196,14 @@ leak_round() {
 	if [ "$how" = cow ]; then
 		put rt_thin $((2 * BB)) $BB             # breaks the sharing of block 2 (no copy)
 	else
-		blkdiscard -o $((2 * BB)) -l $BB /dev/mapper/rt_thin
+		blkdiscard -f -o $((2 * BB)) -l $BB /dev/mapper/rt_thin   # -f: no probing reads
 	fi
 	sync_dev rt_thin                                # commit: the freed block may be reused
 	head -c $BB /dev/urandom >"$TMP/other"
 	dd if="$TMP/other" of=/dev/mapper/rt_other bs=$BB count=1 oflag=direct status=none
+	local t_other=$SECONDS
 	wait $rpid
-	echo "$how: pool $(dmsetup status rt_pool | cut -d' ' -f4-6)"
+	echo "$how: B wrote at ${t_other}s, A's read returned at ${SECONDS}s; pool $(dmsetup status rt_pool | cut -d' ' -f4-6)"
 	! cmp -s "$TMP/read2" "$TMP/other" || fail "A's read returned the data B wrote into A's old block"
 	cmp -s "$TMP/read2" "$TMP/want2" || fail "A's read of block 2 did not return A's data from before"
 }
