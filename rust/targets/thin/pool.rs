@@ -11,20 +11,25 @@
 //! serves dm-thin's pool messages (`create_thin`, `create_snap`, `delete`,
 //! `set_transaction_id`, `reserve_metadata_snap`, `release_metadata_snap`), each committed
 //! when it succeeds. Bios sent to the pool device go to the data device, as with dm-thin:
-//! thin devices (`thin.rs`) remap their bios to data blocks on the pool device.
+//! thin devices ([`super`]) remap their bios to data blocks on the pool device.
 //!
 //! What outlives one table of the pool lives in [`PoolCore`], found through a registry keyed
 //! by the pool's mapped device: a table reload with the same devices carries it over, thin
 //! devices find their pool there, and its own references to the metadata and data devices
-//! do not depend on any table.
+//! do not depend on any table. The pool stays registered while any table or open thin device
+//! uses it ([`PoolUse`]), and is destroyed by the last one's release, in process context.
 //!
 //! As dm-thin, the pool commits its metadata every second while it is active (the "waker", a
-//! delayed work item on the pool's own `WQ_MEM_RECLAIM` workqueue), on suspend, and on close.
+//! delayed work item on the pool's own `WQ_MEM_RECLAIM` workqueue; the `commit_period_ms`
+//! module parameter changes the period, 0 turns it off for tests), on suspend, and on close.
+//! A suspended pool writes nothing: presuspend lets the provisions in flight finish and
+//! holds what arrives later until resume.
 //!
-//! Locking: the metadata mutex is the pool-wide lock of rank 2 in [`crate::locking`]. It is
-//! taken in process context only (the waker runs in a worker), and nothing else is locked
-//! while it is held. The dm-bufio client (which registers a shrinker) is created before it
-//! exists, never under it.
+//! Locking: the metadata mutex is the pool-wide lock of rank 2 in [`crate::locking`], a
+//! [`NoioMutex`]: every allocation under it is NOIO. It is taken in process context only
+//! (the waker runs in a worker); the only locks taken under it are the rank-4 spinlocks
+//! (counting a bio in flight). The dm-bufio client (which registers a shrinker) is created
+//! before it exists, never under it.
 
 use super::prison::{DeferredSet, Prison};
 use super::ThinBio;
