@@ -29,8 +29,10 @@
 //!   the IO path or in memory reclaim, and no other rthin lock is taken under it.
 //! - A thread that waits for data IO, for kcopyd, for throttling or for a reference to drain
 //!   holds no lock at all (seed 003). The pool worker zeroes and copies blocks with dm-kcopyd
-//!   only after dropping the metadata lock. [`crate::dm::lifetime::Owner`]'s drain asserts
-//!   that it may sleep.
+//!   only after dropping the metadata lock; a change that must wait for IO in flight (a
+//!   discard, a sharing break) is parked in a deferred set, no thread waiting. A suspending
+//!   pool waits for the provisions in flight on a condvar, which releases the metadata lock
+//!   while it sleeps. [`crate::dm::lifetime::Owner`]'s drain asserts that it may sleep.
 //! - The one kind of IO waited for under a lock is the metadata lock's own: dm-bufio reads
 //!   and writes of the metadata device, and, in a commit, the flush of the data device's
 //!   cache that must precede it (as dm-thin does under its metadata lock). Neither
