@@ -208,6 +208,37 @@ leak_round() {
 	cmp -s "$TMP/read2" "$TMP/want2" || fail "A's read of block 2 did not return A's data from before"
 }
 
+# Item 3, with provisioning in flight: the pool is suspended while a thin's write provisions
+# a block (its zeroing and write held 2 s each by dm-delay). The suspend lets the provision
+# finish and commits it: once `dmsetup suspend` returns, the mapping is on disk and nothing
+# more is written to either device until resume.
+t_suspend_during_provisioning() {
+	load_targets
+	delayed_data 2000
+	make_pool
+	msg create_thin 0
+	make_thin rt_thin 0
+	model_new rt_thin
+	local wpid m0 d0 m1 d1
+	head -c 4096 /dev/urandom >"$TMP/chunk7"
+	dd if="$TMP/chunk7" of=/dev/mapper/rt_thin bs=4096 seek=$((7 * 16 + 1)) oflag=direct status=none &
+	wpid=$!
+	sleep 1
+	dmsetup suspend rt_pool
+	m0=$(dev_writes "$META_DEV") d0=$(dev_writes /dev/vdb)
+	kill -0 $wpid 2>/dev/null && echo "the write is still running after the pool suspended" || echo "the write finished before the suspend returned"
+	dd if="$META_DEV" of="$TMP/meta.img" bs=1M count=8 iflag=direct status=none
+	echo "thin_dump of the suspended pool's metadata: $(thin_dump "$TMP/meta.img" 2>&1 | grep -c mapping) mapping lines"
+	sleep 2
+	m1=$(dev_writes "$META_DEV") d1=$(dev_writes /dev/vdb)
+	dmsetup resume rt_pool
+	wait $wpid || fail "the write failed"
+	[ "$m1" = "$m0" ] && [ "$d1" = "$d0" ] || fail "writes while suspended: metadata $m0 -> $m1, data $d0 -> $d1"
+	thin_dump "$TMP/meta.img" | grep -q 'origin_block="7"' || fail "the provision was not committed by the suspend"
+	dd if="$TMP/chunk7" of="$TMP/rt_thin.model" bs=4096 seek=$((7 * 16 + 1)) conv=notrunc status=none
+	same rt_thin 0 $((8 * BB))
+}
+
 # Item 4, "IO in flight to a block that is being unmapped", by a discard.
 t_discard_waits_for_io() {
 	leak_round discard
@@ -366,6 +397,7 @@ tests=(
 	thin_io_fua_waits_in_cell:t_fua_waits_in_cell
 	thin_io_flush_after_abort:t_flush_after_abort
 	thin_io_suspended_pool_writes_nothing:t_suspended_pool_writes_nothing
+	thin_io_suspend_during_provisioning:t_suspend_during_provisioning
 	thin_io_discard_waits_for_io:t_discard_waits_for_io
 	thin_io_cow_waits_for_shared_reads:t_cow_waits_for_shared_reads
 	thin_io_wipe_table_keeps_pool:t_wipe_table_keeps_pool
