@@ -505,11 +505,11 @@ impl<T: Target> Callbacks<T> {
     /// `ti` must be the `private`-carrying target of a successful `ctr_callback` that has not
     /// been destroyed; the returned borrow must not outlive the callback.
     unsafe fn this<'a>(ti: *mut bindings::dm_target) -> Pin<&'a T> {
+        // SAFETY: `ti` is a valid, constructed target (the caller's guarantee).
+        let private = unsafe { (*ti).private };
         // SAFETY: `private` was set from `KBox<Private<T>>::into_foreign` in `ctr_callback` and
-        // is released only in `dtr_callback`, which dm never runs concurrently with other
-        // callbacks.
-        let p: &'a Private<T> =
-            unsafe { <KBox<Private<T>> as ForeignOwnable>::borrow((*ti).private) };
+        // is released only in `dtr_callback`, never concurrently with other callbacks.
+        let p: &'a Private<T> = unsafe { KBox::<Private<T>>::borrow(private) };
         p.state.as_ref()
     }
 
