@@ -23,12 +23,12 @@ no_periodic_commits() {
 	trap 'echo 1000 >/sys/module/rthin/parameters/commit_period_ms' EXIT
 }
 
-# delayed_data MS: from here on the pool's data device is rt_data, a dm-delay over DATA_DEV
-# that holds every write (zeroing and copying by kcopyd included) for MS ms; reads and
-# flushes pass at once.
+# delayed_data WRITE_MS [READ_MS]: from here on the pool's data device is rt_data, a dm-delay
+# over DATA_DEV that holds every write (zeroing and copying by kcopyd included) for WRITE_MS
+# ms and every read for READ_MS ms (default 0); flushes pass at once.
 delayed_data() {
 	kmod dm-delay
-	dmsetup create rt_data --table "0 $DATA_SECTORS delay $DATA_DEV 0 0 $DATA_DEV 0 $1 $DATA_DEV 0 0"
+	dmsetup create rt_data --table "0 $DATA_SECTORS delay $DATA_DEV 0 ${2:-0} $DATA_DEV 0 $1 $DATA_DEV 0 0"
 	DATA_DEV=/dev/mapper/rt_data
 }
 
@@ -154,14 +154,6 @@ t_suspended_pool_writes_nothing() {
 	expect_dump "device 0 mapped_blocks=2 counted=2 blocks=0,5"
 }
 
-# delayed_reads MS: from here on the pool's data device is rt_data, a dm-delay over DATA_DEV
-# that holds every read for MS ms; writes and flushes pass at once.
-delayed_reads() {
-	kmod dm-delay
-	dmsetup create rt_data --table "0 $DATA_SECTORS delay $DATA_DEV 0 $1 $DATA_DEV 0 0 $DATA_DEV 0 0"
-	DATA_DEV=/dev/mapper/rt_data
-}
-
 # leak_round HOW: the pool has 5 data blocks, thin A (rt_thin) uses 4 of them; a read of A's
 # block 2 is held in flight 8 s (dm-delay); meanwhile A gives up block 2's data block: by a
 # discard (HOW=discard), or by a whole-block write that breaks its sharing (HOW=cow: A had a
@@ -172,7 +164,7 @@ leak_round() {
 	local how=$1 rpid
 	SECONDS=0
 	load_targets
-	delayed_reads 8000
+	delayed_data 0 8000                             # reads held 8 s, writes not
 	wipe_meta
 	dmsetup create rt_pool --table "$(pool_table $((5 * BS)))"
 	msg create_thin 0
