@@ -9,7 +9,8 @@
 //! | rank | lock | kind | held in | protects |
 //! |------|------|------|---------|----------|
 //! | 1 | per-device (thin/rlinear target) state | — | — | none exists yet: a thin device's state is immutable after its constructor, and its in-flight bios hold [`crate::dm::lifetime::Ref`]s |
-//! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioMutex`] over `MdState`) | mutex; a NOIO allocation scope while held | process context: `map` of a thin device, the pool worker, messages, status, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
+//! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioRwSem`] over `MdState`) | rw_semaphore; a NOIO allocation scope while held | process context: shared by `map` of a thin device and status lookups; exclusive for the pool worker, messages, commits, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
+//! | 2b | a pool's idle lock (`PoolCore::idle_lock`, a kernel `Mutex<()>`) | mutex, a leaf | process context: a suspending pool waiting for the cells to close; the worker (under rank 2) waking it | nothing but the condvar's wait: `PoolCore::busy` is an atomic |
 //! | 3 | the pool registry (`POOLS` in `targets/pool.rs`, a [`crate::dm::sync::GlobalRwLock`]) | rw_semaphore, global | process context: pool and thin constructors, the release of a pool's user (a table's or thin's destructor) | which pools exist, keyed by their mapped device, and how many users (tables, open thins) each has |
 //! | 4 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]: `PoolCore::deferred`, `PoolCore::prepared`, `PoolCore::all_io`, `PoolCore::shared_read`) | spinlock, irqs off | any context, bio completion included | intrusive bio lists, a flag, in-flight counts by epoch; never held across IO, allocation or a wait |
 //!
@@ -31,17 +32,18 @@
 //!   holds no lock at all (seed 003). The pool worker zeroes and copies blocks with dm-kcopyd
 //!   only after dropping the metadata lock; a change that must wait for IO in flight (a
 //!   discard, a sharing break) is parked in a deferred set, no thread waiting. A suspending
-//!   pool waits for the provisions in flight on a condvar, which releases the metadata lock
-//!   while it sleeps. [`crate::dm::lifetime::Owner`]'s drain asserts that it may sleep.
+//!   pool waits for the provisions in flight on a condvar under the idle lock (2b) alone.
+//!   Zeroing and copying are asynchronous kcopyd jobs that carry their bio
+//!   ([`crate::dm::kcopyd::JobDone`]): no thread waits for them at all. [`crate::dm::lifetime::Owner`]'s drain asserts that it may sleep.
 //! - The one kind of IO waited for under a lock is the metadata lock's own: dm-bufio reads
 //!   and writes of the metadata device, and, in a commit, the flush of the data device's
 //!   cache that must precede it (as dm-thin does under its metadata lock). Neither
 //!   completion takes an rthin lock, and that IO goes to the devices below the pool, never
 //!   back through an rthin target.
 //! - The metadata lock is taken in `map`, so in memory reclaim too (writeback through a thin
-//!   device). While it is held, allocations are NOIO ([`crate::dm::sync::NoioMutex`]), and
+//!   device). While it is held, allocations are NOIO ([`crate::dm::sync::NoioRwSem`]), and
 //!   each pool tells lockdep that the lock is taken in reclaim
-//!   ([`crate::dm::sync::NoioMutex::taken_in_reclaim`]), so an allocation under it that could
+//!   ([`crate::dm::sync::NoioRwSem::taken_in_reclaim`]), so an allocation under it that could
 //!   recurse into reclaim is a lockdep report in every test run, not a rare deadlock.
 //! - Object lifetimes are reference counted. A [`crate::dm::lifetime::Ref`] may be dropped in
 //!   any context (bio completion runs in interrupt context): dropping the last one only
@@ -60,14 +62,18 @@
 //!
 //! - `rlinear` takes no lock in its IO path; its state is immutable after the constructor, and
 //!   the in-flight reference count is a lifetime [`crate::dm::lifetime::Ref`].
-//! - `rthin` takes the metadata mutex in `map` for a lookup in cached metadata only (no IO)
-//!   and a look at the bio prison, and, under it, a rank-4 lock to count the bio in flight;
+//! - `rthin` takes the metadata lock *shared* in `map`, for a lookup in cached metadata only
+//!   (no IO) and a look at the bio prison, so lookups run concurrently with each other; and,
+//!   under it, a rank-4 lock to count the bio in flight. Cells are held only under the lock
+//!   held exclusively, so a bio counted in flight under the shared lock is always seen by
+//!   the holder of a later cell that waits for the IO in flight;
 //!   a rank-4 lock to defer a bio; and in `end_io`, rank-4 locks to count it out of flight
 //!   or to hand a provisioned bio back.
-//! - `rthin-pool` and its worker take the metadata mutex for every metadata operation; the
-//!   dm-bufio client, whose creation registers a shrinker, is made before the mutex exists
+//! - `rthin-pool` and its worker take the metadata lock exclusively for every metadata change
+//!   (and shared for status); the dm-bufio client, whose creation registers a shrinker, is
+//!   made before the lock exists
 //!   (seed 004), under the registry lock only. A failed metadata operation aborts under the
-//!   mutex, and the abort rolls back by resetting that client (`dm_bufio_client_reset`,
+//!   lock, and the abort rolls back by resetting that client (`dm_bufio_client_reset`,
 //!   through `BlockManager::reset`), never by creating a new one.
 //! - dm-bufio's per-buffer lock words ([`crate::dm::bufio`]) are not locks one waits on: a
 //!   conflicting request fails at once with `EBUSY`.

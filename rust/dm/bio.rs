@@ -281,10 +281,26 @@ impl<P> OwnedBio<P> {
         unsafe { &mut *per_bio_ptr::<P>(self.ptr.as_ptr()) }
     }
 
-    fn into_raw(self) -> *mut bindings::bio {
+    /// Gives up the bio as a raw pointer, still owned: [`OwnedBio::from_raw`] takes it back.
+    pub(super) fn into_raw(self) -> *mut bindings::bio {
         let p = self.ptr.as_ptr();
         mem::forget(self);
         p
+    }
+
+    /// Takes back a bio given up by [`OwnedBio::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must come from `OwnedBio::<P>::into_raw` (same `P`), and be taken back once.
+    pub(super) unsafe fn from_raw(ptr: *mut bindings::bio) -> Self {
+        // INVARIANT: by the safety requirements, the bio is owned as it was by the `OwnedBio`
+        // that gave it up.
+        Self {
+            // SAFETY: `into_raw` gave a non-null pointer.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            _p: PhantomData,
+        }
     }
 
     /// Submits the (remapped) bio to its device. It comes back to the target's `end_io`.
@@ -346,6 +362,9 @@ pub struct BioList<P> {
 
 // SAFETY: the list owns its bios, which may be finished from any thread.
 unsafe impl<P: Send> Send for BioList<P> {}
+// SAFETY: a shared reference only reads whether the list is empty (`is_empty`); every method
+// that touches the bios takes `&mut self`.
+unsafe impl<P: Send> Sync for BioList<P> {}
 
 impl<P> Default for BioList<P> {
     fn default() -> Self {

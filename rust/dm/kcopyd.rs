@@ -2,16 +2,17 @@
 
 //! dm-kcopyd: copying and zeroing ranges of sectors with the kernel's copy daemon.
 //!
-//! The calls here wait for the copy to finish. The caller must hold no lock while it waits
-//! (see [`crate::locking`]): kcopyd's completion path takes none of rthin's locks, and a
-//! waiter that held one would block every thread that needs it for as long as the IO takes.
+//! [`Kcopyd::copy_then`] and [`Kcopyd::zero_then`] start a job and return: the job carries a
+//! bio, and hands it to [`JobDone::job_done`] when it is done. Nothing waits for it, so no
+//! thread holds a lock across the IO (see [`crate::locking`]), and any number of jobs may be
+//! in flight at once; the caller bounds them.
 //!
 //! C header: [`include/linux/dm-kcopyd.h`](srctree/include/linux/dm-kcopyd.h)
 
-use super::{bdev::BlockDevice, bindings};
+use super::{bdev::BlockDevice, bindings, bio::OwnedBio};
 use core::ptr::NonNull;
 use kernel::ffi::{c_int, c_ulong, c_void};
-use kernel::{error::from_err_ptr, prelude::*, types::Opaque};
+use kernel::{error::from_err_ptr, prelude::*};
 
 /// A kcopyd client. Creating one allocates its memory pool and workqueue; dropping it waits for
 /// its jobs and frees them (process context).
@@ -28,27 +29,28 @@ unsafe impl Send for Kcopyd {}
 // SAFETY: as above.
 unsafe impl Sync for Kcopyd {}
 
-/// The result a kcopyd job reports, and the completion its waiter sleeps on.
-struct Wait {
-    done: Opaque<bindings::completion>,
-    read_err: c_int,
-    write_err: c_ulong,
+/// What a bio carried by a kcopyd job ([`Kcopyd::copy_then`], [`Kcopyd::zero_then`]) goes
+/// on to: implemented by the per-bio data type of the target that started the job.
+pub trait JobDone: Sized {
+    /// The job is done (`ok`: without a read or write error); `bio` is the target's again.
+    /// Called in process context (kcopyd's worker), with no lock held.
+    fn job_done(bio: OwnedBio<Self>, ok: bool);
 }
 
-/// kcopyd's notify function for a [`Wait`].
+/// kcopyd's notify function for a job carrying a bio.
 ///
 /// # Safety
 ///
-/// `context` must point to a live `Wait` whose completion is initialised.
-unsafe extern "C" fn notify(read_err: c_int, write_err: c_ulong, context: *mut c_void) {
-    let w = context.cast::<Wait>();
-    // SAFETY: by the safety requirements; the waiter does not look at the fields until the
-    // completion below fires, and then owns them again.
-    unsafe {
-        (*w).read_err = read_err;
-        (*w).write_err = write_err;
-        bindings::complete((*w).done.get());
-    }
+/// `context` must be a bio given up by `OwnedBio::<P>::into_raw`, and this the only call
+/// for it.
+unsafe extern "C" fn notify_bio<P: JobDone>(
+    read_err: c_int,
+    write_err: c_ulong,
+    context: *mut c_void,
+) {
+    // SAFETY: by the safety requirements.
+    let bio = unsafe { OwnedBio::<P>::from_raw(context.cast()) };
+    P::job_done(bio, read_err == 0 && write_err == 0);
 }
 
 impl Kcopyd {
@@ -69,51 +71,55 @@ impl Kcopyd {
             count,
         }
     }
+}
 
-    /// Runs one job through `start` and sleeps until it is done.
-    fn run(&self, start: impl FnOnce(*mut bindings::dm_kcopyd_client, *mut c_void)) -> Result {
-        let mut w = Wait {
-            done: Opaque::uninit(),
-            read_err: 0,
-            write_err: 0,
-        };
-        // SAFETY: `w` lives on this stack frame until after the wait below.
-        unsafe { bindings::rthin_init_completion(w.done.get()) };
-        let ctx = core::ptr::addr_of_mut!(w).cast::<c_void>();
-        start(self.kc.as_ptr(), ctx);
-        // SAFETY: the completion is initialised and `notify` fires it exactly once.
-        unsafe { bindings::wait_for_completion_io(w.done.get()) };
-        if w.read_err != 0 || w.write_err != 0 {
-            return Err(EIO);
-        }
-        Ok(())
-    }
-
-    /// Copies `count` sectors from `src` at `src_sector` to `dst` at `dst_sector`, and waits.
-    pub fn copy(
+impl Kcopyd {
+    /// Starts copying `count` sectors from `src` at `src_sector` to `dst` at `dst_sector`,
+    /// carrying `bio`, which the job hands to [`JobDone::job_done`] when done. May sleep
+    /// (for a job from kcopyd's pool); process context, no spinlock held.
+    pub fn copy_then<P: JobDone>(
         &self,
         src: &BlockDevice,
         src_sector: u64,
         dst: &BlockDevice,
         dst_sector: u64,
         count: u64,
-    ) -> Result {
+        bio: OwnedBio<P>,
+    ) {
         let mut from = Self::region(src, src_sector, count);
         let mut to = Self::region(dst, dst_sector, count);
-        self.run(|kc, ctx| {
-            // SAFETY: `kc` is live; the regions name open devices and are copied by kcopyd
-            // before it returns; `notify` gets the live `Wait` behind `ctx`.
-            unsafe { bindings::dm_kcopyd_copy(kc, &mut from, 1, &mut to, 0, Some(notify), ctx) }
-        })
+        let ctx = bio.into_raw().cast::<c_void>();
+        // SAFETY: `kc` is live (type invariant), and outlives the job: dropping the client
+        // waits for its jobs. The regions name open devices and are copied by kcopyd before
+        // it returns. kcopyd calls `notify_bio` exactly once, with the bio given up above.
+        unsafe {
+            bindings::dm_kcopyd_copy(
+                self.kc.as_ptr(),
+                &mut from,
+                1,
+                &mut to,
+                0,
+                Some(notify_bio::<P>),
+                ctx,
+            )
+        }
     }
 
-    /// Writes zeroes to `count` sectors of `dst` from `sector`, and waits.
-    pub fn zero(&self, dst: &BlockDevice, sector: u64, count: u64) -> Result {
+    /// Starts writing zeroes to `count` sectors of `dst` from `sector`, carrying `bio`, as
+    /// [`Kcopyd::copy_then`].
+    pub fn zero_then<P: JobDone>(
+        &self,
+        dst: &BlockDevice,
+        sector: u64,
+        count: u64,
+        bio: OwnedBio<P>,
+    ) {
         let mut to = Self::region(dst, sector, count);
-        self.run(|kc, ctx| {
-            // SAFETY: as in `copy`.
-            unsafe { bindings::dm_kcopyd_zero(kc, 1, &mut to, 0, Some(notify), ctx) }
-        })
+        let ctx = bio.into_raw().cast::<c_void>();
+        // SAFETY: as in `copy_then`.
+        unsafe {
+            bindings::dm_kcopyd_zero(self.kc.as_ptr(), 1, &mut to, 0, Some(notify_bio::<P>), ctx)
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 
 //! Locks: a spinlock that may be taken from any context, completion (interrupt) context
 //! included ([`IrqSpinLock`]: it disables local interrupts while held); the module's global
-//! rw_semaphore ([`GlobalRwLock`]); and a mutex for locks the IO path takes, under which
-//! every allocation is NOIO ([`NoioMutex`]).
+//! rw_semaphore ([`GlobalRwLock`]); and a reader-writer semaphore for locks the IO path
+//! takes, under which every allocation is NOIO ([`NoioRwSem`]).
 //!
 //! Their ranks in rthin's lock hierarchy are written in [`crate::locking`]. Allocate before
 //! taking a spinlock and free after releasing it; never sleep while holding it.
@@ -149,105 +149,6 @@ impl<T> Drop for GlobalWriteGuard<'_, T> {
     }
 }
 
-/// A mutex for locks the IO path takes (a pool's metadata lock): while it is held, the
-/// holder is in a NOIO allocation scope (`memalloc_noio_save`), so every allocation under it
-/// is implicitly `GFP_NOIO`. An allocation that could recurse into IO must not happen under
-/// such a lock: reclaim writing back through a device whose `map` waits for this very lock
-/// would deadlock. Create it with [`new_noio_mutex!`](crate::new_noio_mutex).
-///
-/// [`NoioMutex::taken_in_reclaim`] tells lockdep that the lock may be taken inside memory
-/// reclaim, so that any allocation able to recurse into reclaim made under it (outside a
-/// NOIO scope) is reported at once, not only when the deadlock happens.
-#[pin_data]
-pub struct NoioMutex<T> {
-    #[pin]
-    inner: kernel::sync::Mutex<T>,
-}
-
-impl<T> NoioMutex<T> {
-    /// An initialiser for a mutex protecting `t`, in lock class `key`.
-    pub fn new(
-        t: T,
-        name: &'static kernel::str::CStr,
-        key: &'static kernel::sync::LockClassKey,
-    ) -> impl PinInit<Self> {
-        pin_init!(Self {
-            inner <- kernel::sync::Mutex::new(t, name, key),
-        })
-    }
-
-    /// Takes the lock (may sleep; process context) and enters a NOIO allocation scope until
-    /// the guard is dropped.
-    pub fn lock(&self) -> NoioGuard<'_, T> {
-        // SAFETY: no precondition; the flags are restored by the guard, on this task.
-        let flags = unsafe { bindings::rthin_memalloc_noio_save() };
-        NoioGuard {
-            guard: core::mem::ManuallyDrop::new(self.inner.lock()),
-            flags,
-        }
-    }
-
-    /// Takes and releases the lock as if inside memory reclaim (lockdep's `fs_reclaim`
-    /// annotation, as the kernel's own lockdep priming does), recording that the lock is
-    /// taken there. Process context, no NOIO scope, no lock held.
-    pub fn taken_in_reclaim(&self) {
-        // SAFETY: the annotation is released below, on the same task, with nothing between
-        // but the lock's acquisition and release.
-        unsafe { bindings::rthin_fs_reclaim_acquire() };
-        drop(self.inner.lock());
-        // SAFETY: acquired above.
-        unsafe { bindings::rthin_fs_reclaim_release() };
-    }
-}
-
-/// A held [`NoioMutex`]: access to the data, and a NOIO allocation scope.
-pub struct NoioGuard<'a, T> {
-    guard: core::mem::ManuallyDrop<
-        kernel::sync::lock::Guard<'a, T, kernel::sync::lock::mutex::MutexBackend>,
-    >,
-    flags: core::ffi::c_uint,
-}
-
-impl<T> NoioGuard<'_, T> {
-    /// Releases the lock, sleeps until `cv` is notified, and takes the lock again (the NOIO
-    /// scope stays). The wait holds no lock, as [`crate::locking`] requires.
-    pub fn wait(&mut self, cv: &kernel::sync::CondVar) {
-        cv.wait(&mut *self.guard);
-    }
-}
-
-impl<T> core::ops::Deref for NoioGuard<'_, T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> core::ops::DerefMut for NoioGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T> Drop for NoioGuard<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: dropped once, here; the lock is released before the scope ends.
-        unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
-        // SAFETY: `flags` came from the save in `lock`, on this task (the guard is not `Send`).
-        unsafe { bindings::rthin_memalloc_noio_restore(self.flags) };
-    }
-}
-
-/// Creates a [`NoioMutex`] initialiser with a lock class of its own.
-#[macro_export]
-macro_rules! new_noio_mutex {
-    ($inner:expr $(, $name:literal)? $(,)?) => {
-        $crate::dm::sync::NoioMutex::new(
-            $inner, kernel::optional_name!($($name)?), kernel::static_lock_class!())
-    };
-}
-
 /// Sleeps for `ms` milliseconds (process context, no lock held).
 pub fn msleep(ms: u32) {
     // SAFETY: no precondition beyond process context.
@@ -259,4 +160,165 @@ pub fn msleep(ms: u32) {
 pub fn commit_period_ms() -> u32 {
     // SAFETY: reads a module parameter.
     unsafe { bindings::rthin_commit_period_ms() }
+}
+
+/// A reader-writer semaphore (`struct rw_semaphore`) for locks the IO path takes: lookups
+/// share it ([`NoioRwSem::read`]), changes hold it alone ([`NoioRwSem::write`]). While it is
+/// held either way, the holder is in a NOIO allocation scope, so an allocation
+/// under it never recurses into IO: reclaim writing back through a device whose `map` waits
+/// for this very lock would deadlock.
+/// Process context only (it sleeps); create it with
+/// [`new_noio_rwsem!`](crate::new_noio_rwsem).
+///
+/// # Invariants
+///
+/// `sem` is initialised (by [`NoioRwSem::new`]); `data` is reached only through guards:
+/// shared ones while `sem` is held for reading, the exclusive one while it is held for
+/// writing.
+#[pin_data]
+pub struct NoioRwSem<T> {
+    #[pin]
+    sem: kernel::types::Opaque<bindings::rw_semaphore>,
+    data: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the data moves with the lock.
+unsafe impl<T: Send> Send for NoioRwSem<T> {}
+// SAFETY: shared guards of several threads reach `&T` at once (so `T: Sync`); the exclusive
+// guard may move the data out on any thread (`T: Send`).
+unsafe impl<T: Send + Sync> Sync for NoioRwSem<T> {}
+
+impl<T> NoioRwSem<T> {
+    /// An initialiser for a semaphore protecting `t`, in lock class `key`.
+    pub fn new(
+        t: T,
+        name: &'static kernel::str::CStr,
+        key: &'static kernel::sync::LockClassKey,
+    ) -> impl PinInit<Self> {
+        // `LockClassKey` is a transparent wrapper of `lock_class_key` (its accessor is private
+        // to the kernel crate); lockdep writes to it, and it lives in an `Opaque`.
+        let key = core::ptr::from_ref(key)
+            .cast_mut()
+            .cast::<bindings::lock_class_key>();
+        pin_init!(Self {
+            // SAFETY: `p` is valid for writes; `name` and `key` live forever.
+            sem <- kernel::types::Opaque::ffi_init(|p| unsafe {
+                bindings::__init_rwsem(p, name.as_char_ptr(), key)
+            }),
+            data: core::cell::UnsafeCell::new(t),
+        })
+    }
+
+    /// Takes the semaphore shared (may sleep) and enters a NOIO allocation scope until the
+    /// guard is dropped.
+    pub fn read(&self) -> NoioReadGuard<'_, T> {
+        // SAFETY: no precondition; the flags are restored by the guard, on this task.
+        let flags = unsafe { bindings::rthin_memalloc_noio_save() };
+        // SAFETY: `sem` is initialised (type invariant); released by the guard.
+        unsafe { bindings::down_read(self.sem.get()) };
+        NoioReadGuard {
+            lock: self,
+            flags,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+
+    /// Takes the semaphore exclusively (may sleep) and enters a NOIO allocation scope until
+    /// the guard is dropped.
+    pub fn write(&self) -> NoioWriteGuard<'_, T> {
+        // SAFETY: as in `read`.
+        let flags = unsafe { bindings::rthin_memalloc_noio_save() };
+        // SAFETY: `sem` is initialised (type invariant); released by the guard.
+        unsafe { bindings::down_write(self.sem.get()) };
+        NoioWriteGuard {
+            lock: self,
+            flags,
+            _not_send: core::marker::PhantomData,
+        }
+    }
+
+    /// Takes and releases the semaphore as if inside memory reclaim (lockdep's `fs_reclaim`
+    /// annotation, as the kernel's own lockdep priming does), recording that it is taken
+    /// there, so that an allocation under it that could recurse into reclaim is reported at
+    /// once, not only when the deadlock happens. Process context, no NOIO scope, no lock held.
+    pub fn taken_in_reclaim(&self) {
+        // SAFETY: the annotation is released below, on the same task, with nothing between
+        // but the semaphore's acquisition and release.
+        unsafe { bindings::rthin_fs_reclaim_acquire() };
+        // SAFETY: `sem` is initialised; taken and released at once.
+        unsafe {
+            bindings::down_write(self.sem.get());
+            bindings::up_write(self.sem.get());
+        }
+        // SAFETY: acquired above.
+        unsafe { bindings::rthin_fs_reclaim_release() };
+    }
+}
+
+/// Shared access to a [`NoioRwSem`]'s data, in a NOIO allocation scope.
+pub struct NoioReadGuard<'a, T> {
+    lock: &'a NoioRwSem<T>,
+    flags: core::ffi::c_uint,
+    /// Released by the task that took it: not `Send`.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl<T> core::ops::Deref for NoioReadGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the semaphore is held for reading, so no exclusive guard exists.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for NoioReadGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard took the semaphore for reading, on this task.
+        unsafe { bindings::up_read(self.lock.sem.get()) };
+        // SAFETY: `flags` came from the save in `read`, on this task.
+        unsafe { bindings::rthin_memalloc_noio_restore(self.flags) };
+    }
+}
+
+/// Exclusive access to a [`NoioRwSem`]'s data, in a NOIO allocation scope.
+pub struct NoioWriteGuard<'a, T> {
+    lock: &'a NoioRwSem<T>,
+    flags: core::ffi::c_uint,
+    /// Released by the task that took it: not `Send`.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl<T> core::ops::Deref for NoioWriteGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the semaphore is held for writing: this guard is the only access.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for NoioWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for NoioWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard took the semaphore for writing, on this task.
+        unsafe { bindings::up_write(self.lock.sem.get()) };
+        // SAFETY: `flags` came from the save in `write`, on this task.
+        unsafe { bindings::rthin_memalloc_noio_restore(self.flags) };
+    }
+}
+
+/// Creates a [`NoioRwSem`] initialiser with a lock class of its own.
+#[macro_export]
+macro_rules! new_noio_rwsem {
+    ($inner:expr $(, $name:literal)? $(,)?) => {
+        $crate::dm::sync::NoioRwSem::new(
+            $inner, kernel::optional_name!($($name)?), kernel::static_lock_class!())
+    };
 }

@@ -31,12 +31,19 @@
 //!    cells;
 //! 2. when breaking sharing, wait (parked, no thread sleeping) until the reads of shared
 //!    blocks in flight have completed, since the shared block may be freed by the new mapping;
-//! 3. with no lock held, zero the new block (or copy the shared one) with dm-kcopyd, unless
-//!    the bio overwrites the whole block;
-//! 4. send the bio to the new block; its completion (interrupt context) hands it back to the
+//! 3. with no lock held, start zeroing the new block (or copying the shared one) with
+//!    dm-kcopyd, unless the bio overwrites the whole block; the job carries the bio, and the
+//!    worker goes on to the next bio at once, so many provisions are in flight together (at
+//!    most [`pool::MAX_PROVISIONS`]; beyond that, bios stay deferred until some finish);
+//! 4. when the job is done, send the bio to the new block (from kcopyd's completion, in
+//!    process context); the write's completion (interrupt context) hands it back to the
 //!    worker without allocating (an intrusive bio list under an irq-safe spinlock);
-//! 5. under the metadata lock, insert the mapping, release the cells (their bios go back to
-//!    the worker), and only then complete the bio.
+//! 5. under the metadata lock, insert the mappings of every block written since the last
+//!    pass, release their cells (their bios go back to the worker), commit once if one of
+//!    them asked for it (FUA), and only then complete the bios.
+//!
+//! `map` takes the metadata lock shared, so lookups of different bios run at once; the
+//! worker holds it exclusively only for its metadata changes, never across data IO.
 //!
 //! A discard holds the cell of its virtual blocks and waits, in the same way, for all IO in
 //! flight before unmapping them. So a mapping never points at a block whose data was not
@@ -237,7 +244,7 @@ impl Target for Thin {
             let (vblock, _) = split(ti.offset(bio.sector()), spb);
             // Cached metadata only: a lookup that needs IO goes to the worker, and so does a
             // bio for a block whose cell is held.
-            let md = core.md.lock();
+            let md = core.md.read();
             if !md.prison.is_held(&Key::virt(thin.dev_id, vblock)) {
                 match md.find_block(thin.dev_id, vblock, false) {
                     Ok(m)
@@ -328,7 +335,7 @@ impl Thin {
             return out.write_str("Fail");
         }
         let spb = u64::from(core.sectors_per_block);
-        let md = core.md.lock();
+        let md = core.md.read();
         let (Ok(mapped), Ok(highest)) =
             (md.mapped_count(thin.dev_id), md.highest_mapped(thin.dev_id))
         else {

@@ -25,11 +25,13 @@
 //! A suspended pool writes nothing: presuspend lets the provisions in flight finish and
 //! holds what arrives later until resume.
 //!
-//! Locking: the metadata mutex is the pool-wide lock of rank 2 in [`crate::locking`], a
-//! [`NoioMutex`]: every allocation under it is NOIO. It is taken in process context only
-//! (the waker runs in a worker); the only locks taken under it are the rank-4 spinlocks
-//! (counting a bio in flight). The dm-bufio client (which registers a shrinker) is created
-//! before it exists, never under it.
+//! Locking: the metadata lock is the pool-wide lock of rank 2 in [`crate::locking`], a
+//! [`NoioRwSem`]: every allocation under it is NOIO. Thin devices' `map` and status lookups
+//! share it; everything that changes the metadata or the prison holds it alone. It is taken
+//! in process context only (the waker runs in a worker); the only locks taken under it are
+//! the rank-4 spinlocks (counting a bio in flight) and the idle lock (waking a suspending
+//! pool). The dm-bufio client (which registers a shrinker) is created before it exists,
+//! never under it.
 
 use super::prison::{DeferredSet, Prison};
 use super::ThinBio;
@@ -38,7 +40,7 @@ use crate::dm::{
     kcopyd::Kcopyd,
     kvec::swap_remove,
     lifetime::{Owner, Ref},
-    sync::{commit_period_ms, msleep, GlobalRwLock, IrqSpinLock, NoioMutex},
+    sync::{commit_period_ms, msleep, GlobalRwLock, IrqSpinLock, NoioRwSem},
     target::{features, parse_u64},
     workqueue::{jiffies, msecs_to_jiffies, DelayedWork, DelayedWorkItem, Workqueue},
     Args, Bio, BioList, BlockDevice, Callout, Ctr, CtrError, DmDev, MapResult, OwnedBio,
@@ -50,7 +52,7 @@ use crate::pdata::{
 };
 use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS};
 use crate::{dm_err, dm_warn};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use core::{
     fmt::Write,
     ops::{Deref, DerefMut},
@@ -61,7 +63,7 @@ use kernel::{
     c_str,
     prelude::*,
     str::CStr,
-    sync::{Arc, CondVar},
+    sync::{Arc, CondVar, Mutex},
 };
 
 pub(crate) const PREFIX: &CStr = c_str!("rthin");
@@ -191,7 +193,7 @@ pub(crate) struct OpenDev {
     aborted: bool,
 }
 
-/// What the metadata mutex protects: the metadata, and the IO path's bookkeeping that must
+/// What the metadata lock protects: the metadata, and the IO path's bookkeeping that must
 /// agree with it.
 pub(crate) struct MdState {
     pub(crate) pmd: PoolMetadata<BufioBm>,
@@ -255,7 +257,17 @@ impl Deferred {
     pub(crate) fn is_empty(&self) -> bool {
         self.bios.is_empty()
     }
+
+    /// Puts `bios`, taken earlier and already committed for, back before the others.
+    pub(crate) fn push_front(&mut self, mut bios: BioList<ThinBio>) {
+        bios.append(self.bios.take_all());
+        self.bios = bios;
+    }
 }
+
+/// At most this many provisions (cells held for a new block) are in flight in a pool, as
+/// dm-thin's pool of mappings.
+pub(crate) const MAX_PROVISIONS: usize = 1024;
 
 /// Table features the IO path follows, from the table bound last (`FEAT_*` bits).
 pub(crate) const FEAT_SKIP_ZEROING: u8 = 1;
@@ -272,13 +284,23 @@ pub(crate) const FEAT_DISCARD: u8 = 4;
 /// own work item, nor in interrupt context (seed 002's rule, for the pool).
 #[pin_data]
 pub(crate) struct PoolCore {
-    /// The pool-wide metadata lock (rank 2): every allocation under it is NOIO.
+    /// The pool-wide metadata lock (rank 2), a reader-writer semaphore: `map` and status
+    /// lookups share it; the worker, messages and commits hold it alone. Every allocation
+    /// under it is NOIO.
     #[pin]
-    pub(crate) md: NoioMutex<MdState>,
-    /// Notified (under `md`) whenever cells close: a suspending pool waits on it for the
-    /// provisions in flight to finish.
+    pub(crate) md: NoioRwSem<MdState>,
+    /// Whether any cell is held (set under `md` held for writing, whenever the prison
+    /// changes): a suspending pool waits until it is clear.
+    pub(crate) busy: AtomicBool,
+    /// The lock `idle` waits with (rank 2b, a leaf: taken under `md` or alone).
     #[pin]
-    pub(crate) idle: CondVar,
+    idle_lock: Mutex<()>,
+    /// Notified when `busy` clears.
+    #[pin]
+    idle: CondVar,
+    /// Provisions in flight (cells held for a new block): the worker starts no more than
+    /// [`MAX_PROVISIONS`], and leaves the rest of its bios deferred until some finish.
+    pub(crate) provisions: AtomicUsize,
     /// The pool's worker: serves deferred bios, and commits every second while the pool is
     /// active (the waker).
     #[pin]
@@ -455,7 +477,7 @@ impl PoolCore {
     }
 
     pub(crate) fn commit(&self) {
-        let mut md = self.md.lock();
+        let mut md = self.md.write();
         let _ = self.commit_locked(&mut md);
     }
 
@@ -476,7 +498,7 @@ impl PoolCore {
     /// Whether a thin device may be opened (its table built): it exists, and the pool is not
     /// failed. Counts the opening; [`PoolCore::close_thin`] undoes it.
     pub(crate) fn open_thin(&self, dev: u64) -> Result<(), CtrError> {
-        let mut md = self.md.lock();
+        let mut md = self.md.write();
         if self.mode() == Mode::Fail {
             return Err(CtrError::new(
                 EINVAL,
@@ -490,7 +512,7 @@ impl PoolCore {
             e.tables += 1;
             return Ok(());
         }
-        // Under the metadata lock, so a NOIO allocation (see `NoioMutex`).
+        // Under the metadata lock, so a NOIO allocation (see `NoioRwSem`).
         let d = OpenDev {
             id: dev,
             tables: 1,
@@ -504,12 +526,25 @@ impl PoolCore {
 
     /// Undoes one [`PoolCore::open_thin`].
     pub(crate) fn close_thin(&self, dev: u64) {
-        let mut md = self.md.lock();
+        let mut md = self.md.write();
         if let Some(i) = md.open.iter().position(|e| e.id == dev) {
             md.open[i].tables -= 1;
             if md.open[i].tables == 0 {
                 swap_remove(&mut md.open, i);
             }
+        }
+    }
+
+    /// The prison changed (under `md` held for writing): records whether any cell is left,
+    /// and wakes a suspending pool when none is.
+    pub(crate) fn cells_changed(&self, md: &MdState) {
+        let busy = !md.prison.is_empty();
+        self.busy.store(busy, Ordering::Release);
+        if !busy {
+            // Taken so the wakeup cannot fall between the waiter's look at `busy` and its
+            // sleep.
+            let _g = self.idle_lock.lock();
+            self.idle.notify_all();
         }
     }
 
@@ -735,7 +770,7 @@ impl PoolCore {
         };
         Owner::pin_init(
             try_pin_init!(PoolCore {
-                md <- crate::new_noio_mutex!(
+                md <- crate::new_noio_rwsem!(
                     MdState {
                         pmd: md,
                         open: KVec::new(),
@@ -743,7 +778,10 @@ impl PoolCore {
                     },
                     "rthin_pool_metadata"
                 ),
+                busy: AtomicBool::new(false),
+                idle_lock <- kernel::new_mutex!((), "rthin_pool_idle_lock"),
                 idle <- kernel::new_condvar!("rthin_pool_idle"),
+                provisions: AtomicUsize::new(0),
                 waker <- DelayedWork::new(),
                 deferred <- crate::new_irq_spinlock!(Deferred::default(), "rthin_pool_deferred"),
                 prepared <- crate::new_irq_spinlock!(BioList::new(), "rthin_pool_prepared"),
@@ -891,9 +929,13 @@ impl Target for Pool {
     fn presuspend(this: Pin<&Self>) {
         let core = &this.core;
         core.suspended.store(true, Ordering::Release);
-        let mut md = core.md.lock();
-        while !md.prison.is_empty() {
-            md.wait(&core.idle);
+        // The worker holds cells under `md` held for writing, and looks at `suspended` there:
+        // once this pass through the lock is over, it holds no new ones, and `busy` says
+        // whether any is left.
+        drop(core.md.write());
+        let mut g = core.idle_lock.lock();
+        while core.busy.load(Ordering::Acquire) {
+            core.idle.wait(&mut g);
         }
     }
 
@@ -931,7 +973,7 @@ impl Target for Pool {
     }
 
     fn preresume(this: Pin<&Self>) -> Result {
-        let mut md = this.core.md.lock();
+        let mut md = this.core.md.write();
         // This table becomes the pool's: its features rule the IO path, and its read_only
         // flag the mode (a failed pool stays failed, and one that needs checking read-only).
         this.core
@@ -1006,7 +1048,7 @@ impl Target for Pool {
         let argc = args.len();
         let arg = |i| args.get(i).unwrap_or(c_str!(""));
         let name = arg(0).as_bytes();
-        let mut md = this.core.md.lock();
+        let mut md = this.core.md.write();
         if this.core.mode() != Mode::Write {
             dm_err!(
                 PREFIX,
@@ -1131,7 +1173,7 @@ fn metadata_reserve(nr_blocks: u64) -> u64 {
 
 impl Pool {
     fn info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
-        let md = self.core.md.lock();
+        let md = self.core.md.read();
         let mode = self.core.mode();
         if mode == Mode::Fail {
             return out.write_str("Fail");

@@ -3,10 +3,14 @@
 //! The pool's worker: the half of the thin IO path that may block. It runs on the pool's
 //! workqueue, one instance at a time, in process context (see the IO path in [`super`]).
 
-use super::pool::{MdState, Mode, PoolCore, FEAT_ERROR_IF_NO_SPACE, FEAT_SKIP_ZEROING, PREFIX};
+use super::pool::{
+    MdState, Mode, PoolCore, FEAT_ERROR_IF_NO_SPACE, FEAT_SKIP_ZEROING, MAX_PROVISIONS, PREFIX,
+};
 use super::prison::{DsEntry, Key};
 use super::{remap, split, Stage, ThinBio, ThinShared};
-use crate::dm::{lifetime::Ref, sync::NoioGuard, BioList, BlkStatus, Op, OwnedBio};
+use crate::dm::{
+    kcopyd::JobDone, lifetime::Ref, sync::NoioWriteGuard, BioList, BlkStatus, Op, OwnedBio,
+};
 use crate::pdata::Error as PdError;
 use crate::{dm_err, dm_warn};
 use core::sync::atomic::Ordering;
@@ -73,10 +77,7 @@ impl PoolCore {
         }
         let (bios, flush) = this.deferred.lock().take();
         if !flush {
-            for bio in bios {
-                Self::process(this, bio);
-            }
-            return;
+            return Self::process_all(this, bios);
         }
         // A flush covers every write completed before it, mappings included: commit first.
         // It fails if the commit fails, or if an abort threw away changes of its device that
@@ -84,7 +85,7 @@ impl PoolCore {
         let mut ready = BioList::new();
         let mut failed = BioList::new();
         {
-            let mut md = this.md.lock();
+            let mut md = this.md.write();
             let commit_failed = this.commit_locked(&mut md).is_err();
             for bio in bios {
                 let syncs = bio.is_preflush() || bio.is_fua();
@@ -98,7 +99,21 @@ impl PoolCore {
         for bio in failed {
             bio.end(BlkStatus::IOERR);
         }
-        for bio in ready {
+        Self::process_all(this, ready);
+    }
+
+    /// Serves `bios` in order while fewer than [`MAX_PROVISIONS`] provisions are in flight;
+    /// the rest go back to the front of the deferred bios, in order, until one finishes (which
+    /// kicks the worker). So the blocks in flight, and what they hold, stay bounded.
+    fn process_all(this: &Ref<Self>, mut bios: BioList<ThinBio>) {
+        while let Some(bio) = bios.pop() {
+            if this.provisions.load(Ordering::Acquire) >= MAX_PROVISIONS {
+                let mut back = BioList::new();
+                back.push(bio);
+                back.append(bios);
+                this.deferred.lock().push_front(back);
+                return;
+            }
             Self::process(this, bio);
         }
     }
@@ -144,7 +159,7 @@ impl PoolCore {
         let spb = u64::from(this.sectors_per_block);
         let (vblock, _) = split(bio.sector().wrapping_sub(thin.begin), spb);
         let write = bio.op() == Op::Write;
-        let mut md = this.md.lock();
+        let mut md = this.md.write();
         bio = match md.prison.park(&Key::virt(thin.dev_id, vblock), bio) {
             Ok(()) => return,
             Err(bio) => bio,
@@ -194,7 +209,7 @@ impl PoolCore {
     /// held on `vblock` or `origin`; the lock is dropped before any IO is waited for.
     fn provision(
         this: &Ref<Self>,
-        mut md: NoioGuard<'_, MdState>,
+        mut md: NoioWriteGuard<'_, MdState>,
         mut bio: OwnedBio<ThinBio>,
         thin: &ThinShared,
         vblock: u64,
@@ -203,6 +218,12 @@ impl PoolCore {
         if this.mode() != Mode::Write {
             drop(md);
             return bio.end(BlkStatus::IOERR);
+        }
+        if this.suspended.load(Ordering::Acquire) {
+            // The pool began suspending after this pass of the worker started: what holds no
+            // cell yet waits for resume (see the pool's presuspend).
+            drop(md);
+            return this.deferred.lock().push(bio);
         }
         let dblock = match md.alloc_data_block() {
             Ok(d) => d,
@@ -217,7 +238,7 @@ impl PoolCore {
                 return bio.end(BlkStatus::IOERR);
             }
         };
-        // Under the metadata lock: NOIO allocations (see `NoioMutex`).
+        // Under the metadata lock: NOIO allocations (see `NoioRwSem`).
         let vkey = Key::virt(thin.dev_id, vblock);
         let mut held = md.prison.hold(vkey);
         if let (Ok(()), Some(o)) = (&held, origin) {
@@ -231,6 +252,8 @@ impl PoolCore {
             drop(md);
             return bio.end(BlkStatus::IOERR);
         }
+        this.busy.store(true, Ordering::Release);
+        this.provisions.fetch_add(1, Ordering::AcqRel);
         drop(md);
         match origin {
             Some(origin) => {
@@ -257,8 +280,9 @@ impl PoolCore {
         }
     }
 
-    /// Zeroes the new block (or copies the shared one into it) with kcopyd, unless the bio
-    /// overwrites all of it, then writes the bio to it. No lock is held.
+    /// Starts zeroing the new block (or copying the shared one into it) with kcopyd, unless
+    /// the bio overwrites all of it; the job's end writes the bio to it ([`JobDone`]). No
+    /// lock is held, and nothing waits: many provisions are in flight at once.
     fn copy_and_write(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
         let (vblock, dblock, origin) = match bio.per_bio().stage {
             Stage::Quiescing {
@@ -273,41 +297,26 @@ impl PoolCore {
             } => (vblock, dblock, origin),
             _ => return bio.end(BlkStatus::IOERR),
         };
-        let thin = bio.per_bio().thin.clone();
-        let spb = u64::from(this.sectors_per_block);
-        let whole = split(bio.sector().wrapping_sub(thin.begin), spb).1 == 0
-            && u64::from(bio.sectors()) == spb;
-        if !whole {
-            let to = dblock * spb;
-            let r = match origin {
-                Some(from) => this
-                    .kcopyd
-                    .copy(&this.data_dev, from * spb, &this.data_dev, to, spb),
-                None if !this.has_feature(FEAT_SKIP_ZEROING) => {
-                    this.kcopyd.zero(&this.data_dev, to, spb)
-                }
-                None => Ok(()),
-            };
-            if r.is_err() {
-                dm_err!(
-                    PREFIX,
-                    "{}: {} of data block {} failed",
-                    this.name,
-                    if origin.is_some() { "copy" } else { "zeroing" },
-                    dblock
-                );
-                Self::abandon(this, thin.dev_id, vblock, dblock, origin);
-                bio.per_bio_mut().stage = Stage::Plain;
-                return bio.end(BlkStatus::IOERR);
-            }
-        }
         bio.per_bio_mut().stage = Stage::Provisioning {
             vblock,
             dblock,
             origin,
         };
-        remap(&mut bio, &thin, spb, dblock);
-        bio.submit();
+        let begin = bio.per_bio().thin.begin;
+        let spb = u64::from(this.sectors_per_block);
+        let whole =
+            split(bio.sector().wrapping_sub(begin), spb).1 == 0 && u64::from(bio.sectors()) == spb;
+        let to = dblock * spb;
+        match origin {
+            Some(from) if !whole => {
+                this.kcopyd
+                    .copy_then(&this.data_dev, from * spb, &this.data_dev, to, spb, bio)
+            }
+            None if !whole && !this.has_feature(FEAT_SKIP_ZEROING) => {
+                this.kcopyd.zero_then(&this.data_dev, to, spb, bio)
+            }
+            _ => ThinBio::job_done(bio, true),
+        }
     }
 
     /// The data space is full: as dm-thin, say so once; the bio fails with `ENOSPC`.
@@ -340,21 +349,9 @@ impl PoolCore {
         if let Some(o) = origin {
             waiters.append(md.prison.release(&Key::data(o)));
         }
-        self.idle.notify_all();
+        self.provisions.fetch_sub(1, Ordering::AcqRel);
+        self.cells_changed(md);
         waiters
-    }
-
-    /// Gives up provisioning `vblock` with `dblock`: the block goes back, the waiters retry
-    /// at once.
-    fn abandon(this: &Ref<Self>, dev: u64, vblock: u64, dblock: u64, origin: Option<u64>) {
-        let waiters = {
-            let mut md = this.md.lock();
-            if this.mode() == Mode::Write {
-                let _ = md.dec_data_range(dblock, dblock + 1);
-            }
-            this.release_cells(&mut md, dev, vblock, origin)
-        };
-        Self::requeue(this, waiters);
     }
 
     /// Maps the blocks whose data is written, then completes their bios.
@@ -364,7 +361,7 @@ impl PoolCore {
         let mut commit = false;
         let mut commit_failed = false;
         {
-            let mut md = this.md.lock();
+            let mut md = this.md.write();
             while let Some(mut bio) = done.pop() {
                 let Stage::Provisioning {
                     vblock,
@@ -408,6 +405,10 @@ impl PoolCore {
             bio.end(status);
         }
         Self::requeue(this, waiters);
+        // The worker may have left bios deferred with too many provisions in flight.
+        if !this.deferred.lock().is_empty() {
+            Self::kick(this);
+        }
     }
 
     /// A discard: holds the cell of the whole blocks it covers (a partial block keeps its
@@ -425,7 +426,7 @@ impl PoolCore {
         }
         let key = Key::virt_range(thin.dev_id, b, e);
         {
-            let mut md = this.md.lock();
+            let mut md = this.md.write();
             if this.mode() != Mode::Write {
                 drop(md);
                 return bio.end(BlkStatus::IOERR);
@@ -435,10 +436,16 @@ impl PoolCore {
                 Ok(()) => return,
                 Err(bio) => bio,
             };
+            if this.suspended.load(Ordering::Acquire) {
+                // As in `provision`: wait for resume.
+                drop(md);
+                return this.deferred.lock().push(bio);
+            }
             if md.prison.hold(key).is_err() {
                 drop(md);
                 return bio.end(BlkStatus::IOERR);
             }
+            this.busy.store(true, Ordering::Release);
         }
         // No new IO reaches the range now; what is in flight to it was counted before the
         // cell was held.
@@ -457,7 +464,7 @@ impl PoolCore {
         bio.per_bio_mut().stage = Stage::Plain;
         let dev = bio.per_bio().thin.dev_id;
         let (status, waiters) = {
-            let mut md = this.md.lock();
+            let mut md = this.md.write();
             let status = if this.mode() != Mode::Write {
                 BlkStatus::IOERR
             } else if let Err(err) = md.remove_range(dev, begin, end) {
@@ -468,10 +475,36 @@ impl PoolCore {
                 BlkStatus::OK
             };
             let waiters = md.prison.release(&Key::virt_range(dev, begin, end));
-            this.idle.notify_all();
+            this.cells_changed(&md);
             (status, waiters)
         };
         bio.end(status);
         Self::requeue(this, waiters);
+    }
+}
+
+impl JobDone for ThinBio {
+    /// The new block is zeroed or copied (kcopyd's worker, no lock held): write the bio to it.
+    /// A failed job hands the bio back to the worker with an error, which gives the block
+    /// back and releases the cells (`finish_provisioning`).
+    fn job_done(mut bio: OwnedBio<Self>, ok: bool) {
+        let Stage::Provisioning { dblock, .. } = bio.per_bio().stage else {
+            return bio.end(BlkStatus::IOERR);
+        };
+        let thin = bio.per_bio().thin.clone();
+        let core = thin.core.core_ref();
+        if ok {
+            remap(&mut bio, &thin, u64::from(core.sectors_per_block), dblock);
+            return bio.submit();
+        }
+        dm_err!(
+            PREFIX,
+            "{}: zeroing or copying data block {} failed",
+            core.name,
+            dblock
+        );
+        bio.set_status(BlkStatus::IOERR);
+        core.prepared.lock().push(bio);
+        PoolCore::kick(core);
     }
 }
