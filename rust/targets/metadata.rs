@@ -4,10 +4,19 @@
 //!
 //! - A block is checked by its validator once after it is read: the buffer's tag records which
 //!   validator passed, so later locks of the cached block skip the checksum.
-//! - A write-locked block is stamped (location and checksum) when it is unlocked, so whenever
-//!   no writer holds a dirty block, its buffer is what may go to disk. dm-bufio may write a
-//!   block back while a writer still holds it; the writer's release marks it dirty again,
-//!   so the stamped version is written before the commit that makes it reachable.
+//! - A write-locked block is stamped (location and checksum) once per transaction, not each
+//!   time it is unlocked: a checksum of 4 KiB on every unlock cost more than the rest of a
+//!   provision (issue 9). Its unlock records it in the *pending* list instead (the buffer's
+//!   tag says so too), and `flush` stamps every pending block before it writes the dirty
+//!   buffers. The superblock alone is stamped when unlocked, so it is never on disk
+//!   unstamped.
+//! - dm-bufio may write a dirty block back before the flush (memory pressure), unstamped.
+//!   That copy is reachable from no committed superblock: the flush stamps the block again
+//!   (re-reading it if it was evicted), which dirties it, and writes it before the commit
+//!   that makes it reachable. A crash before then leaves the last commit intact. A pending
+//!   block read back from disk in the same transaction (evicted meanwhile) fails its check,
+//!   being unstamped: it is accepted because it is pending, so it is what this transaction
+//!   wrote.
 //! - `flush` writes every dirty buffer and then flushes the device cache; the transaction
 //!   manager calls it before and after writing the superblock.
 
@@ -15,9 +24,9 @@ use crate::dm::bufio::{Client, ReadBuf, WriteBuf};
 use crate::pdata::{Block, BlockManager, Error, Result, Validator, BLOCK_SIZE};
 use core::{
     ops::{Deref, DerefMut},
-    sync::atomic::Ordering,
+    sync::atomic::{AtomicU32, Ordering},
 };
-use kernel::{alloc::flags::GFP_KERNEL, error, init::InPlaceInit, prelude::*};
+use kernel::{alloc::flags::GFP_KERNEL, error, init::InPlaceInit, prelude::*, sync::Mutex};
 
 /// Metadata devices above this many blocks are used only up to it (dm-thin's limit: 255 index
 /// entries of 16 Ki blocks, about 16 GiB).
@@ -27,15 +36,66 @@ pub const MAX_METADATA_BLOCKS: u64 = 255 * (1 << 14);
 pub struct BufioBm {
     client: Client<BLOCK_SIZE>,
     nr_blocks: u64,
+    /// Blocks changed since the last flush and not stamped yet, with their validators (a
+    /// leaf lock, rank 2c in [`crate::locking`]: taken under the metadata lock only).
+    pending: Pin<KBox<Mutex<KVec<(u64, Validator)>>>>,
 }
 
 impl BufioBm {
     /// Wraps a client; the device's size is read once, here.
-    pub fn new(client: Client<BLOCK_SIZE>) -> Self {
+    pub fn new(client: Client<BLOCK_SIZE>) -> error::Result<Self> {
         let nr_blocks = client.nr_blocks().min(MAX_METADATA_BLOCKS);
-        Self { client, nr_blocks }
+        let pending = KBox::pin_init(
+            kernel::new_mutex!(KVec::new(), "rthin_metadata_pending"),
+            GFP_KERNEL,
+        )?;
+        Ok(Self {
+            client,
+            nr_blocks,
+            pending,
+        })
+    }
+
+    /// Stamps every pending block (see the module docs): with the validator its buffer's tag
+    /// names, or, for a block evicted and read back meanwhile, the one it was listed with.
+    fn stamp_pending(&self) -> Result<()> {
+        let list = core::mem::take(&mut *self.pending.lock());
+        for &(b, listed) in list.iter() {
+            let mut buf = self.client.write(b).map_err(from_kernel)?;
+            let tag = buf.tag().load(Ordering::Acquire);
+            let v = match validator_of(tag & !PENDING) {
+                Some(v) if tag & PENDING != 0 => v,
+                _ => listed,
+            };
+            v.prepare_for_write(buf.data_mut(), b);
+            buf.tag().store(tag_of(v), Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Checks block `b` by `v` once after it is read (the tag records that it passed). A block
+    /// that fails but is pending is this transaction's own, written back unstamped: accepted.
+    fn validate(&self, data: &Block, tag: &AtomicU32, b: u64, v: Validator) -> Result<()> {
+        let want = tag_of(v);
+        let have = tag.load(Ordering::Acquire);
+        if have & !PENDING == want {
+            return Ok(());
+        }
+        match v.check(data, b) {
+            Ok(()) => tag.store(want, Ordering::Release),
+            Err(e) => {
+                if !self.pending.lock().iter().any(|&(p, _)| p == b) {
+                    return Err(e);
+                }
+                tag.store(want | PENDING, Ordering::Release);
+            }
+        }
+        Ok(())
     }
 }
+
+/// Set in a buffer's tag while the block waits in the pending list, unstamped.
+const PENDING: u32 = 1 << 8;
 
 /// The kernel errno for a persistent-data error.
 pub fn to_kernel(e: Error) -> error::Error {
@@ -61,13 +121,17 @@ fn tag_of(v: Validator) -> u32 {
     }
 }
 
-fn validate(data: &Block, tag: &core::sync::atomic::AtomicU32, b: u64, v: Validator) -> Result<()> {
-    let want = tag_of(v);
-    if tag.load(Ordering::Acquire) != want {
-        v.check(data, b)?;
-        tag.store(want, Ordering::Release);
-    }
-    Ok(())
+/// The validator a tag names, if any.
+fn validator_of(tag: u32) -> Option<Validator> {
+    [
+        Validator::None,
+        Validator::Superblock,
+        Validator::BtreeNode,
+        Validator::Bitmap,
+        Validator::Index,
+    ]
+    .into_iter()
+    .find(|&v| tag_of(v) == tag)
 }
 
 /// A read lock on a metadata block.
@@ -83,11 +147,12 @@ impl Deref for ReadGuard<'_> {
     }
 }
 
-/// A write lock on a metadata block; stamped for writing when dropped.
+/// A write lock on a metadata block; recorded for stamping when dropped.
 pub struct WriteGuard<'a> {
     buf: WriteBuf<'a, BLOCK_SIZE>,
     v: Validator,
     loc: u64,
+    pending: &'a Mutex<KVec<(u64, Validator)>>,
 }
 
 impl Deref for WriteGuard<'_> {
@@ -107,6 +172,18 @@ impl DerefMut for WriteGuard<'_> {
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         let (v, loc) = (self.v, self.loc);
+        let tag = self.buf.tag();
+        if v != Validator::Superblock && v != Validator::None {
+            if tag.load(Ordering::Acquire) == tag_of(v) | PENDING {
+                return;
+            }
+            // Under the metadata lock: a NOIO allocation, if the list grows.
+            if self.pending.lock().push((loc, v), GFP_KERNEL).is_ok() {
+                tag.store(tag_of(v) | PENDING, Ordering::Release);
+                return;
+            }
+            // No memory for the list: stamp it now, as the superblock.
+        }
         v.prepare_for_write(self.buf.data_mut(), loc);
         self.buf.tag().store(tag_of(v), Ordering::Release);
     }
@@ -143,7 +220,7 @@ impl BlockManager for BufioBm {
             return Err(Error::Inval);
         }
         let buf = self.client.read(b).map_err(from_kernel)?;
-        validate(buf.data(), buf.tag(), b, v)?;
+        self.validate(buf.data(), buf.tag(), b, v)?;
         Ok(ReadGuard { buf })
     }
 
@@ -156,7 +233,7 @@ impl BlockManager for BufioBm {
             .try_read(b)
             .map_err(from_kernel)?
             .ok_or(Error::WouldBlock)?;
-        validate(buf.data(), buf.tag(), b, v)?;
+        self.validate(buf.data(), buf.tag(), b, v)?;
         Ok(ReadGuard { buf })
     }
 
@@ -165,8 +242,13 @@ impl BlockManager for BufioBm {
             return Err(Error::Inval);
         }
         let buf = self.client.write(b).map_err(from_kernel)?;
-        validate(buf.data(), buf.tag(), b, v)?;
-        Ok(WriteGuard { buf, v, loc: b })
+        self.validate(buf.data(), buf.tag(), b, v)?;
+        Ok(WriteGuard {
+            buf,
+            v,
+            loc: b,
+            pending: &self.pending,
+        })
     }
 
     fn write_lock_zero(&self, b: u64, v: Validator) -> Result<WriteGuard<'_>> {
@@ -174,10 +256,16 @@ impl BlockManager for BufioBm {
             return Err(Error::Inval);
         }
         let buf = self.client.new_block(b).map_err(from_kernel)?;
-        Ok(WriteGuard { buf, v, loc: b })
+        Ok(WriteGuard {
+            buf,
+            v,
+            loc: b,
+            pending: &self.pending,
+        })
     }
 
     fn flush(&self) -> Result<()> {
+        self.stamp_pending()?;
         self.client.write_dirty().map_err(from_kernel)
     }
 
@@ -185,6 +273,10 @@ impl BlockManager for BufioBm {
     /// to the last commit. The existing client is reset, never recreated (seed 004).
     fn reset(&mut self) {
         self.client.reset();
+        // What was pending is thrown away with the transaction.
+        // Freed after the lock is released.
+        let old = core::mem::take(&mut *self.pending.lock());
+        drop(old);
     }
 
     fn alloc_buf(&self) -> Result<ScratchBuf> {

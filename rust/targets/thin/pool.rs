@@ -746,7 +746,7 @@ impl PoolCore {
         let meta_dev = Arc::new(meta_dev, GFP_KERNEL).map_err(|_| CtrError::new(ENOMEM, NO_MD))?;
         let data_dev = BlockDevice::open(data).map_err(|e| CtrError::new(e, NO_POOL))?;
         let client = Client::new(meta_dev.clone(), 64).map_err(|e| CtrError::new(e, NO_MD))?;
-        let bm = BufioBm::new(client);
+        let bm = BufioBm::new(client).map_err(|e| CtrError::new(e, NO_MD))?;
         let md = if features.read_only {
             PoolMetadata::open(bm, true)
         } else {
