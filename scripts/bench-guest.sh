@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Runs inside the guest for `make bench`: usage bench-guest.sh ROUNDS SECONDS
+# Runs inside the guest for `make bench`: usage bench-guest.sh ROUNDS SECONDS [THIN WORKLOAD...]
+# dm-linear against rlinear here, then dm-thin against rthin (bench-thin-guest.sh).
 set -euo pipefail
 export DM_DISABLE_UDEV=1
 rounds=$1 secs=$2
-modprobe -d "$RTHIN_KDIR/mods" brd rd_nr=1 rd_size=524288
+shift 2
+# ram0: the data (and rlinear's) ramdisk; ram1: thin pools' metadata.
+modprobe -d "$RTHIN_KDIR/mods" brd rd_nr=2 rd_size=524288
 for d in $(modinfo -F depends "$RTHIN_MODULE" | tr ',' ' '); do modprobe -d "$RTHIN_KDIR/mods" "$d"; done
 insmod "$RTHIN_MODULE"
 size=$(blockdev --getsz /dev/ram0)
@@ -41,4 +44,4 @@ PY
 cat "$RTHIN_RESULTS/bench.txt"
 dmsetup remove bench_rlinear
 dmsetup remove bench_linear
-rmmod rthin
+bash "$(dirname "$0")/bench-thin-guest.sh" "$rounds" "$secs" "$@"
