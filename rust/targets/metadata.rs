@@ -26,7 +26,13 @@ use core::{
     ops::{Deref, DerefMut},
     sync::atomic::{AtomicU32, Ordering},
 };
-use kernel::{alloc::flags::GFP_KERNEL, error, init::InPlaceInit, prelude::*, sync::Mutex};
+use kernel::{
+    alloc::flags::{__GFP_NOWARN, GFP_KERNEL, GFP_NOWAIT},
+    error,
+    init::InPlaceInit,
+    prelude::*,
+    sync::Mutex,
+};
 
 /// Metadata devices above this many blocks are used only up to it (dm-thin's limit: 255 index
 /// entries of 16 Ki blocks, about 16 GiB).
@@ -177,8 +183,14 @@ impl Drop for WriteGuard<'_> {
             if tag.load(Ordering::Acquire) == tag_of(v) | PENDING {
                 return;
             }
-            // Under the metadata lock: a NOIO allocation, if the list grows.
-            if self.pending.lock().push((loc, v), GFP_KERNEL).is_ok() {
+            // No reclaim under this lock (it is taken under the metadata lock, which is taken
+            // in reclaim): if the list cannot grow without it, the block is stamped now.
+            if self
+                .pending
+                .lock()
+                .push((loc, v), GFP_NOWAIT | __GFP_NOWARN)
+                .is_ok()
+            {
                 tag.store(tag_of(v) | PENDING, Ordering::Release);
                 return;
             }
