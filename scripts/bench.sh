@@ -16,7 +16,7 @@ module=$("$RTHIN_TOP/scripts/module.sh" bench)
 mkdir -p "$RTHIN_RESULTS"
 RTHIN_MODULE=$module "$RTHIN_TOP/scripts/vm.sh" --flavour bench --timeout 5400 \
 	--console "$RTHIN_RESULTS/bench-console.log" -- \
-	bash scripts/bench-guest.sh "${RTHIN_BENCH_ROUNDS:-5}" "${RTHIN_BENCH_SECONDS:-5}" "$@"
+	bash scripts/bench-guest.sh "${RTHIN_BENCH_ROUNDS:-3}" "${RTHIN_BENCH_SECONDS:-5}" "$@"
 "$RTHIN_TOP/scripts/check-kernel-log" "$RTHIN_RESULTS/bench-console.log"
 echo >>"$RTHIN_RESULTS/bench.txt"
 python3 "$RTHIN_TOP/scripts/bench-report.py" "$RTHIN_RESULTS/bench-thin-raw.txt" \

@@ -38,13 +38,16 @@ use kernel::{
 /// entries of 16 Ki blocks, about 16 GiB).
 pub const MAX_METADATA_BLOCKS: u64 = 255 * (1 << 14);
 
+/// Changed blocks waiting to be stamped, with their validators.
+type Pending = KVec<(u64, Validator)>;
+
 /// pdata's block manager over a dm-bufio client of 4 KiB blocks.
 pub struct BufioBm {
     client: Client<BLOCK_SIZE>,
     nr_blocks: u64,
     /// Blocks changed since the last flush and not stamped yet, with their validators (a
     /// leaf lock, rank 2c in [`crate::locking`]: taken under the metadata lock only).
-    pending: Pin<KBox<Mutex<KVec<(u64, Validator)>>>>,
+    pending: Pin<KBox<Mutex<Pending>>>,
 }
 
 impl BufioBm {
@@ -158,7 +161,7 @@ pub struct WriteGuard<'a> {
     buf: WriteBuf<'a, BLOCK_SIZE>,
     v: Validator,
     loc: u64,
-    pending: &'a Mutex<KVec<(u64, Validator)>>,
+    pending: &'a Mutex<Pending>,
 }
 
 impl Deref for WriteGuard<'_> {
