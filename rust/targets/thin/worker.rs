@@ -238,6 +238,27 @@ impl PoolCore {
                 return bio.end(BlkStatus::IOERR);
             }
         };
+        if origin.is_none()
+            && this.has_feature(FEAT_SKIP_ZEROING)
+            && !bio.is_fua()
+            && !bio.is_preflush()
+        {
+            // Nothing to zero: as dm-thin, map the block at once and send the bio to it as any
+            // remapped bio (counted in flight), with no cell and no second pass of the
+            // worker. Without zeroing, a new block's other bytes are whatever the disk held,
+            // before or after this write lands. A FUA write still goes the long way, so that
+            // its mapping is committed before it completes.
+            if let Err(e) = md.insert_block(thin.dev_id, vblock, dblock) {
+                this.metadata_failed(&mut md, "dm_thin_insert_block", e);
+                drop(md);
+                return bio.end(BlkStatus::IOERR);
+            }
+            md.mark_changed(thin.dev_id);
+            this.count_in_flight(bio.per_bio_mut(), false);
+            drop(md);
+            remap(&mut bio, thin, u64::from(this.sectors_per_block), dblock);
+            return bio.submit();
+        }
         // Under the metadata lock: NOIO allocations (see `NoioRwSem`).
         let vkey = Key::virt(thin.dev_id, vblock);
         let mut held = md.prison.hold(vkey);
