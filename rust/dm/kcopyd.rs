@@ -71,9 +71,7 @@ impl Kcopyd {
             count,
         }
     }
-}
 
-impl Kcopyd {
     /// Starts copying `count` sectors from `src` at `src_sector` to `dst` at `dst_sector`,
     /// carrying `bio`, which the job hands to [`JobDone::job_done`] when done. May sleep
     /// (for a job from kcopyd's pool); process context, no spinlock held.

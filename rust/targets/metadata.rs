@@ -46,7 +46,8 @@ pub struct BufioBm {
     client: Client<BLOCK_SIZE>,
     nr_blocks: u64,
     /// Blocks changed since the last flush and not stamped yet, with their validators (a
-    /// leaf lock, rank 2c in [`crate::locking`]: taken under the metadata lock only).
+    /// leaf lock, rank 2c in [`crate::locking`]: taken under the metadata lock, or in a pool's
+    /// constructor before that lock exists).
     pending: Pin<KBox<Mutex<Pending>>>,
 }
 

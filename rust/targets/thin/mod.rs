@@ -285,8 +285,7 @@ impl Target for Thin {
                 // pool is reached through the bio's own reference to its device.
                 let core = per_bio.thin.core.core_ref().clone();
                 let (owned, taken) = bio.take(per_bio);
-                core.prepared.lock().push(owned);
-                PoolCore::kick(&core);
+                PoolCore::hand_back(&core, owned);
                 EndIo::Incomplete(taken)
             }
             _ => {

@@ -289,9 +289,10 @@ pub(crate) struct PoolCore {
     /// under it is NOIO.
     #[pin]
     pub(crate) md: NoioRwSem<MdState>,
-    /// Whether any cell is held (set under `md` held for writing, whenever the prison
-    /// changes): a suspending pool waits until it is clear.
-    pub(crate) busy: AtomicBool,
+    /// Whether any cell is held: derived from the prison by [`PoolCore::cells_changed`]
+    /// (under `md` held for writing) whenever it changes; a suspending pool waits until it
+    /// is clear.
+    busy: AtomicBool,
     /// The lock `idle` waits with (rank 2b, a leaf: taken under `md` or alone).
     #[pin]
     idle_lock: Mutex<()>,

@@ -22,6 +22,12 @@ impl PoolCore {
         Self::kick(this);
     }
 
+    /// Hands `bio`, which holds cells, back to the worker to move on (any context).
+    pub(super) fn hand_back(this: &Ref<Self>, bio: OwnedBio<ThinBio>) {
+        this.prepared.lock().push(bio);
+        Self::kick(this);
+    }
+
     /// Hands bios back to the worker (those that waited in a released cell), and has it run:
     /// they are served now, not at the next periodic run, which a suspended pool never has.
     fn requeue(this: &Ref<Self>, mut bios: BioList<ThinBio>) {
@@ -273,7 +279,7 @@ impl PoolCore {
             drop(md);
             return bio.end(BlkStatus::IOERR);
         }
-        this.busy.store(true, Ordering::Release);
+        this.cells_changed(&md);
         this.provisions.fetch_add(1, Ordering::AcqRel);
         drop(md);
         match origin {
@@ -466,7 +472,7 @@ impl PoolCore {
                 drop(md);
                 return bio.end(BlkStatus::IOERR);
             }
-            this.busy.store(true, Ordering::Release);
+            this.cells_changed(&md);
         }
         // No new IO reaches the range now; what is in flight to it was counted before the
         // cell was held.
@@ -525,7 +531,6 @@ impl JobDone for ThinBio {
             dblock
         );
         bio.set_status(BlkStatus::IOERR);
-        core.prepared.lock().push(bio);
-        PoolCore::kick(core);
+        PoolCore::hand_back(core, bio);
     }
 }
