@@ -9,7 +9,7 @@
 //! | rank | lock | kind | held in | protects |
 //! |------|------|------|---------|----------|
 //! | 1 | per-device (thin/rlinear target) state | — | — | none exists yet: a thin device's state is immutable after its constructor, and its in-flight bios hold [`crate::dm::lifetime::Ref`]s |
-//! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioRwSem`] over `MdState`) | rw_semaphore; a NOIO allocation scope while held | process context: shared by `map` of a thin device and status lookups; exclusive for the pool worker, messages, commits, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
+//! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioRwSem`] over `MdState`) | rw_semaphore; a NOIO allocation scope while held | process context: shared by `map` of a thin device and status lookups; exclusive for the pool worker, kcopyd's completion work of the pool's client (mapping a block it prepared), messages, commits, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
 //! | 2b | a pool's idle lock (`PoolCore::idle_lock`, a kernel `Mutex<()>`) | mutex, a leaf | process context: a suspending pool waiting for the cells to close; the worker (under rank 2) waking it | nothing but the condvar's wait: `PoolCore::busy` is an atomic |
 //! | 2c | a pool's pending-stamp list (`BufioBm::pending` in `targets/metadata.rs`, a kernel `Mutex`) | mutex, a leaf | process context: a metadata block's write unlock, a flush or abort (all under rank 2, or in a pool's constructor before rank 2 exists) | the metadata blocks changed in this transaction and not yet stamped with their checksum |
 //! | 3 | the pool registry (`POOLS` in `targets/pool.rs`, a [`crate::dm::sync::GlobalRwLock`]) | rw_semaphore, global | process context: pool and thin constructors, the release of a pool's user (a table's or thin's destructor) | which pools exist, keyed by their mapped device, and how many users (tables, open thins) each has |
@@ -31,7 +31,9 @@
 //!   the IO path or in memory reclaim, and no other rthin lock is taken under it.
 //! - A thread that waits for data IO, for kcopyd, for throttling or for a reference to drain
 //!   holds no lock at all (seed 003). The pool worker zeroes and copies blocks with dm-kcopyd
-//!   only after dropping the metadata lock; a change that must wait for IO in flight (a
+//!   only after dropping the metadata lock (the job's completion, on kcopyd's own workqueue,
+//!   takes it to map the block; nothing waits for that workqueue under the lock: the kcopyd
+//!   client is destroyed with the pool, no lock held); a change that must wait for IO in flight (a
 //!   discard, a sharing break) is parked in a deferred set, no thread waiting. A suspending
 //!   pool waits for the provisions in flight on a condvar under the idle lock (2b) alone.
 //!   Zeroing and copying are asynchronous kcopyd jobs that carry their bio

@@ -80,8 +80,10 @@ enum Stage {
         dblock: u64,
         origin: u64,
     },
-    /// Writing `vblock`'s new data block `dblock` (a copy of `origin`, if any); the worker
-    /// maps it when the write is done.
+    /// Preparing `vblock`'s new data block `dblock` (zeroing it, or copying `origin` into
+    /// it), or writing a bio that covers it all or must be committed: the worker maps it
+    /// when the write is done. (Once a block is prepared for a plain bio, kcopyd's completion
+    /// maps it and the bio goes on as [`Stage::Plain`].)
     Provisioning {
         vblock: u64,
         dblock: u64,

@@ -342,7 +342,9 @@ impl PoolCore {
             None if !whole && !this.has_feature(FEAT_SKIP_ZEROING) => {
                 this.kcopyd.zero_then(&this.data_dev, to, spb, bio)
             }
-            _ => ThinBio::job_done(bio, true),
+            // The bio writes the whole block (or zeroing is off): nothing to prepare. The
+            // block is mapped only once the write is done, so no read sees what it held.
+            _ => write_new_block(bio, dblock),
         }
     }
 
@@ -381,7 +383,66 @@ impl PoolCore {
         waiters
     }
 
-    /// Maps the blocks whose data is written, then completes their bios.
+    /// Maps `dev`'s `vblock` to its new block `dblock`, under the metadata lock. False if it
+    /// is not mapped: the pool went read-only or failed while the block was prepared (its
+    /// allocation was rolled back with the transaction, so the mapping fails quietly, as
+    /// dm-thin's `process_prepared_mapping_fail`: touching the metadata again would only fail
+    /// again and degrade the pool further), or the insert failed.
+    fn map_new_block(&self, md: &mut MdState, dev: u64, vblock: u64, dblock: u64) -> bool {
+        if self.mode() != Mode::Write {
+            return false;
+        }
+        if let Err(e) = md.insert_block(dev, vblock, dblock) {
+            self.metadata_failed(md, "dm_thin_insert_block", e);
+            return false;
+        }
+        md.mark_changed(dev);
+        true
+    }
+
+    /// A provision's new block is zeroed or copied, and its bio neither flushes nor is FUA:
+    /// maps the block, counts the bio in flight to it, releases the cells and sends the bio
+    /// on, in one pass in kcopyd's completion work (process context, no lock held), as
+    /// dm-thin's `process_prepared_mapping` but without a round trip through the worker. A
+    /// bio that comes for the block once the cells are released reads the zeroes or the copy,
+    /// or what this bio writes; a discard waits for this bio, which is in flight.
+    fn map_prepared(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
+        let Stage::Provisioning {
+            vblock,
+            dblock,
+            origin,
+        } = bio.per_bio().stage
+        else {
+            return bio.end(BlkStatus::IOERR);
+        };
+        bio.per_bio_mut().stage = Stage::Plain;
+        let thin = bio.per_bio().thin.clone();
+        let (mapped, waiters) = {
+            let mut md = this.md.write();
+            let mapped = this.map_new_block(&mut md, thin.dev_id, vblock, dblock);
+            if mapped {
+                this.count_in_flight(bio.per_bio_mut(), false);
+            }
+            (
+                mapped,
+                this.release_cells(&mut md, thin.dev_id, vblock, origin),
+            )
+        };
+        if mapped {
+            remap(&mut bio, &thin, u64::from(this.sectors_per_block), dblock);
+            bio.submit();
+        } else {
+            bio.end(BlkStatus::IOERR);
+        }
+        Self::requeue(this, waiters);
+        // The worker may have left bios deferred with too many provisions in flight.
+        if !this.deferred.lock().is_empty() {
+            Self::kick(this);
+        }
+    }
+
+    /// Maps the blocks whose data is written (their bios' end, handed back), then completes
+    /// their bios, after a commit if one of them asks for it.
     fn finish_provisioning(this: &Ref<Self>, mut done: BioList<ThinBio>) {
         let mut finished = BioList::new();
         let mut waiters = BioList::new();
@@ -401,20 +462,15 @@ impl PoolCore {
                 };
                 bio.per_bio_mut().stage = Stage::Plain;
                 let dev = bio.per_bio().thin.dev_id;
-                if this.mode() != Mode::Write {
-                    // The pool went read-only (or failed) while the block was written: its
-                    // allocation was rolled back with the transaction. Fail the mapping
-                    // quietly, as dm-thin's `process_prepared_mapping_fail`; touching the
-                    // metadata again would only fail again and degrade the pool further.
-                    bio.set_status(BlkStatus::IOERR);
-                } else if !bio.status().is_ok() {
-                    let _ = md.dec_data_range(dblock, dblock + 1);
-                } else if let Err(e) = md.insert_block(dev, vblock, dblock) {
-                    this.metadata_failed(&mut md, "dm_thin_insert_block", e);
-                    bio.set_status(BlkStatus::IOERR);
-                } else {
-                    md.mark_changed(dev);
+                if !bio.status().is_ok() {
+                    // The zeroing, the copy or the write failed: give the block back.
+                    if this.mode() == Mode::Write {
+                        let _ = md.dec_data_range(dblock, dblock + 1);
+                    }
+                } else if this.map_new_block(&mut md, dev, vblock, dblock) {
                     commit |= bio.is_fua() || bio.is_preflush();
+                } else {
+                    bio.set_status(BlkStatus::IOERR);
                 }
                 waiters.append(this.release_cells(&mut md, dev, vblock, origin));
                 finished.push(bio);
@@ -510,27 +566,39 @@ impl PoolCore {
     }
 }
 
+/// Sends a provision's bio to its new block; its end hands it back to the worker, which maps
+/// the block ([`PoolCore::finish_provisioning`]).
+fn write_new_block(mut bio: OwnedBio<ThinBio>, dblock: u64) {
+    let thin = bio.per_bio().thin.clone();
+    let spb = u64::from(thin.core.sectors_per_block);
+    remap(&mut bio, &thin, spb, dblock);
+    bio.submit();
+}
+
 impl JobDone for ThinBio {
-    /// The new block is zeroed or copied (kcopyd's worker, no lock held): write the bio to it.
-    /// A failed job hands the bio back to the worker with an error, which gives the block
-    /// back and releases the cells (`finish_provisioning`).
+    /// The new block is zeroed or copied (kcopyd's completion work, no lock held). The block
+    /// is mapped at once and the bio sent to it ([`PoolCore::map_prepared`]); a flush or FUA
+    /// bio is written first, so that the worker maps the block and commits before it
+    /// completes. A failed job hands the bio back to the worker with an error, which gives
+    /// the block back and releases the cells (`finish_provisioning`).
     fn job_done(mut bio: OwnedBio<Self>, ok: bool) {
         let Stage::Provisioning { dblock, .. } = bio.per_bio().stage else {
             return bio.end(BlkStatus::IOERR);
         };
-        let thin = bio.per_bio().thin.clone();
-        let core = thin.core.core_ref();
-        if ok {
-            remap(&mut bio, &thin, u64::from(core.sectors_per_block), dblock);
-            return bio.submit();
+        let core = bio.per_bio().thin.core.core_ref().clone();
+        if !ok {
+            dm_err!(
+                PREFIX,
+                "{}: zeroing or copying data block {} failed",
+                core.name,
+                dblock
+            );
+            bio.set_status(BlkStatus::IOERR);
+            return PoolCore::hand_back(&core, bio);
         }
-        dm_err!(
-            PREFIX,
-            "{}: zeroing or copying data block {} failed",
-            core.name,
-            dblock
-        );
-        bio.set_status(BlkStatus::IOERR);
-        PoolCore::hand_back(core, bio);
+        if bio.is_fua() || bio.is_preflush() {
+            return write_new_block(bio, dblock);
+        }
+        PoolCore::map_prepared(&core, bio);
     }
 }
