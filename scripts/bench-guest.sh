@@ -6,7 +6,8 @@ export DM_DISABLE_UDEV=1
 rounds=$1 secs=$2
 shift 2
 # ram0: the data (and rlinear's) ramdisk; ram1: thin pools' metadata.
-modprobe -d "$RTHIN_KDIR/mods" brd rd_nr=2 rd_size=524288
+# ram0 is 1.5 GiB: room for 4 jobs' regions and their snapshot copies.
+modprobe -d "$RTHIN_KDIR/mods" brd rd_nr=2 rd_size=1572864
 for d in $(modinfo -F depends "$RTHIN_MODULE" | tr ',' ' '); do modprobe -d "$RTHIN_KDIR/mods" "$d"; done
 insmod "$RTHIN_MODULE"
 size=$(blockdev --getsz /dev/ram0)

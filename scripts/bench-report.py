@@ -3,8 +3,10 @@
 """`make bench`'s report: the thin table (results/bench.txt, after the linear one) and its
 plot (results/bench.svg), from the raw lines bench-thin-guest.sh wrote.
 
-usage: bench-report.py RAW_THIN OUT_TXT OUT_SVG
+usage: bench-report.py RAW_THIN OUT_TXT OUT_SVG [RAW_SCALE]
 RAW_THIN lines: ROUND WORKLOAD JOBS TARGET IOPS.
+RAW_SCALE lines (bench-scale-guest.sh): ROUND MAPPINGS TARGET IOPS META_BEFORE META_AFTER
+COMMIT_MS; the cost-growth table goes after the thin one.
 Ratios are taken within a round (the targets ran back to back), then their median over
 rounds is reported with the lowest and highest: the spread.
 """
@@ -12,10 +14,13 @@ import statistics
 import sys
 from collections import defaultdict
 
+import os
+
 raw, out_txt, out_svg = sys.argv[1:4]
+raw_scale = sys.argv[4] if len(sys.argv) > 4 else None
 iops = defaultdict(dict)  # (workload, jobs) -> {(round, target): iops}
 order = []
-for line in open(raw):
+for line in (open(raw) if os.path.exists(raw) else []):
     f = line.split()
     if len(f) != 5:
         continue
@@ -70,9 +75,37 @@ for key in order:
     lines.append(f"{w:14} {j:>4} {a or 0:>9.0f} {b or 0:>9.0f} {(c or 0):>9.0f} "
                  f"{fmt(rt):>18} {goal:>5} {fmt(rl):>18} {fmt(tl):>18}")
 lines.append("goals missed: " + ("; ".join(misses) if misses else "none"))
+if not order:
+    lines = []
+
+# Cost growth: per mapping count, each target's median over rounds.
+if raw_scale and os.path.exists(raw_scale):
+    sc = defaultdict(list)  # (mappings, target) -> [(round, iops, before, after, commit_ms)]
+    for line in open(raw_scale):
+        f = line.split()
+        if len(f) == 7:
+            sc[int(f[1]), f[2]].append((int(f[0]), float(f[3]), int(f[4]), int(f[5]), float(f[6])))
+    ns = sorted({n for n, _ in sc})
+    lines.append("")
+    lines.append("cost growth: 4096 provisions (4 KiB writes, zeroing on, spread over the mapping "
+                 "tree) into a pool already holding N mappings; medians over rounds")
+    lines.append(f"{'mappings':>9} {'dm-thin IOPS':>12} {'rthin IOPS':>10} {'rthin/dm-thin':>18} "
+                 f"{'metadata blocks (dm-thin, rthin)':>33} {'fsync commit ms (dm-thin, rthin)':>33}")
+    for n in ns:
+        a, b = sc.get((n, "thin"), []), sc.get((n, "rthin"), [])
+        byr = {r: v for r, v, *_ in a}
+        rs = [v / byr[r] for r, v, *_ in b if byr.get(r)]
+        rt = (statistics.median(rs), min(rs), max(rs), len(rs)) if rs else None
+        def m(xs, i):
+            return statistics.median(x[i] for x in xs) if xs else 0
+        meta = f"{m(a, 2):.0f}->{m(a, 3):.0f}, {m(b, 2):.0f}->{m(b, 3):.0f}"
+        lines.append(f"{n:>9} {m(a, 1):>12.0f} {m(b, 1):>10.0f} {fmt(rt):>18} {meta:>33} "
+                     f"{m(a, 4):>15.1f}, {m(b, 4):<16.1f}")
 with open(out_txt, "a") as f:
     f.write("\n".join(lines) + "\n")
 
+if not order:
+    sys.exit(0)
 # The plot: per workload and job count, each target's median IOPS relative to dm-thin's.
 colours = {"thin": "#4e79a7", "rthin": "#e15759", "linear": "#59a14f"}
 names = {"thin": "dm-thin", "rthin": "rthin", "linear": "dm-linear"}

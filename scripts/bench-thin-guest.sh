@@ -12,7 +12,7 @@
 #   read_unmapped  4 KiB random reads of a thin device with nothing mapped
 #   snap_break     one 4 KiB write per 64 KiB block shared with a snapshot (copy)
 #   seq64k         64 KiB sequential writes to a fresh device (whole blocks, no zeroing)
-# each with 1 and 2 fio jobs (psync, direct IO; a job's region is its own). The
+# each with 1, 2 and 4 fio jobs (psync, direct IO; a job's region is its own). The
 # provisioning workloads run a fixed amount of IO (each fresh block is written once), the
 # others run for SECONDS. Within a round the targets run in rotated order; a ratio is taken
 # per round, and the table gives medians over rounds with the ratios' spread.
@@ -26,6 +26,9 @@ JOB_MB=128                          # each job's region (2048 blocks)
 data_sectors=$(blockdev --getsz $DATA)
 for m in dm-thin-pool dm-delay; do modprobe -d "$RTHIN_KDIR/mods" "$m" || true; done
 lsmod | grep -q '^rthin ' || insmod "$RTHIN_MODULE"
+# brd allocates a page on its first write: touch every page of the data disk first, so that
+# whichever target runs first does not pay for it.
+dd if=/dev/zero of=$DATA bs=1M oflag=direct status=none 2>/dev/null || true
 raw=$RTHIN_RESULTS/bench-thin-raw.txt
 : >"$raw"
 
@@ -83,7 +86,7 @@ workloads=(provision provision_skz overwrite read_mapped read_unmapped snap_brea
 [ $# = 0 ] || workloads=("$@")
 for r in $(seq "$rounds"); do
 	for w in "${workloads[@]}"; do
-		for jobs in 1 2; do
+		for jobs in ${RTHIN_BENCH_JOBS:-1 2 4}; do
 			tgts=(thin rthin)
 			case $w in provision_skz | read_mapped | seq64k) tgts+=(linear) ;; esac
 			n=${#tgts[@]}

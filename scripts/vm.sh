@@ -2,23 +2,26 @@
 # Boot the rthin test kernel under QEMU with the host's own userland (virtme-ng, root shared
 # read-only over 9p), two fresh virtual disks, and run one command inside it.
 #
-# usage: scripts/vm.sh [--flavour test|bench] [--timeout SECONDS] [--console FILE] -- CMD...
+# usage: scripts/vm.sh [--flavour test|bench] [--timeout SECONDS] [--console FILE]
+#                      [--memory SIZE (2G)] -- CMD...
 #
 # The guest sees:   /dev/vda (256 MiB, for metadata), /dev/vdb (2 GiB, for data),
 #                   $RTHIN_RESULTS read-write, every other host path read-only,
 #                   and the environment variables RTHIN_TOP, RTHIN_KDIR, RTHIN_RESULTS,
 #                   RTHIN_MODULE (the rthin.ko to load; default: the work tree's).
 # The serial console goes to the console file. The run is bounded: a guest still running
-# after the timeout is killed and the run fails. TCG by default; RTHIN_KVM=1 tries KVM.
+# after the timeout is killed and the run fails. TCG by default; RTHIN_KVM=1 tries KVM;
+# RTHIN_ICOUNT=1 runs the guest clock by instructions (see below).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-flavour=test timeout=1200 console=
+flavour=test timeout=1200 console= memory=2G
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--flavour) flavour=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
 	--console) console=$2; shift 2 ;;
+	--memory) memory=$2; shift 2 ;;
 	--) shift; break ;;
 	*) die "vm.sh: unknown option $1" ;;
 	esac
@@ -39,6 +42,10 @@ done
 
 accel=(--disable-kvm)
 [ "${RTHIN_KVM:-0}" = 1 ] && accel=()
+# RTHIN_ICOUNT=1: the guest's clock follows executed instructions (QEMU's -icount, 1 ns per
+# instruction, idle time skipped), so timings measure work done, not the host's load. TCG
+# then runs the vCPUs in one host thread, in turn.
+[ "${RTHIN_ICOUNT:-0}" = 1 ] && accel+=(--qemu-opts "-icount shift=0,sleep=off")
 module=${RTHIN_MODULE:-$RTHIN_TOP/rthin.ko}
 # virtme-ng cannot always pass the command's exit status back (without its virtio-serial
 # script ports it falls back to the console), so the guest writes it to the results folder.
@@ -49,7 +56,7 @@ cmd="export RTHIN_TOP='$RTHIN_TOP' RTHIN_KDIR='$kdir' RTHIN_RESULTS='$RTHIN_RESU
 set +e
 timeout --kill-after=20 "$timeout" "$RTHIN_VENV/bin/vng" \
 	--run "$kdir/arch/x86/boot/bzImage" "${accel[@]}" --force-9p \
-	--cpus 2 --memory 2G --rwdir "$RTHIN_RESULTS" "${disks[@]}" \
+	--cpus 2 --memory "$memory" --rwdir "$RTHIN_RESULTS" "${disks[@]}" \
 	--append "hung_task_timeout_secs=30 softlockup_panic=0" \
 	--verbose --exec "$cmd" </dev/null >"$console.stdout" 2>"$console"
 rc=$?
