@@ -219,17 +219,27 @@ impl<T: DelayedWorkItem> DelayedWork<T> {
         }
     }
 
-    /// Cancels the work if pending and waits for a running instance to finish, even one that
-    /// queues itself again. Process context only. Returns whether a pending run was cancelled.
-    pub fn cancel_sync(this: &T) -> bool {
+    /// Cancels the work if pending and waits for a running instance to finish; a run that
+    /// queued itself again meanwhile runs now, and is waited for too. Process context only.
+    /// Returns whether a pending run was cancelled. The caller sees to it that the work
+    /// does not queue itself again (a flag its run looks at).
+    ///
+    /// Unlike `cancel_delayed_work_sync`, this never disables the work: in 6.12 that one
+    /// disables it while it cancels and flushes, and a `mod_delayed_work_on` in that window
+    /// ([`Workqueue::kick`]) queues nothing yet returns "queued", so the reference handed
+    /// with it would never be dropped (a pool that could never be destroyed).
+    pub fn stop(this: &T) -> bool {
         let dw = this.delayed_work();
         // SAFETY: `dw` is initialised (built with `DelayedWork::new`) and lives in `*this`.
-        let cancelled = unsafe { bindings::cancel_delayed_work_sync(dw.dwork.get()) };
+        let cancelled = unsafe { bindings::cancel_delayed_work(dw.dwork.get()) };
         if cancelled {
             // SAFETY: a pending run held a reference to `*this` given up by `queue_with`; it will
             // not run now, so that reference is dropped here.
             drop(unsafe { T::Ref::from_raw(core::ptr::from_ref::<T>(this)) });
         }
+        // SAFETY: as above. A timer queued again meanwhile is run now, with the reference it
+        // holds; the flush waits for it and for a running instance.
+        unsafe { bindings::flush_delayed_work(dw.dwork.get()) };
         cancelled
     }
 }

@@ -487,7 +487,7 @@ impl PoolCore {
     /// kicked again if any wait.
     fn stop_waker(this: &Ref<Self>) {
         this.active.store(false, Ordering::Release);
-        DelayedWork::cancel_sync(&**this);
+        DelayedWork::stop(&**this);
         // One rank-4 lock at a time: each guard goes before the next lock is taken.
         let deferred = !this.deferred.lock().is_empty();
         let prepared = !this.prepared.lock().is_empty();
