@@ -20,9 +20,17 @@ fn main() {
     p.create_thin(0).unwrap();
 
     let t = Instant::now();
+    let mut locks = (0, 0, 0);
     for v in 0..n {
+        let l0 = p.bm().lock_count();
         let b = p.alloc_data_block().unwrap();
+        let l1 = p.bm().lock_count();
         p.insert_block(0, v, b).unwrap();
+        let l2 = p.bm().lock_count();
+        let _ = p.find_block(0, v, true).unwrap();
+        locks.0 += l1 - l0;
+        locks.1 += l2 - l1;
+        locks.2 += p.bm().lock_count() - l2;
     }
     let ins = t.elapsed();
     let t = Instant::now();
@@ -51,6 +59,12 @@ fn main() {
         "insert (alloc_data_block + insert_block), sequential: {:.0} ops/s ({:.2?})",
         rate(ins),
         ins
+    );
+    println!(
+        "block locks per provision: alloc_data_block {:.1}, insert_block {:.1}, find_block {:.1}",
+        locks.0 as f64 / n as f64,
+        locks.1 as f64 / n as f64,
+        locks.2 as f64 / n as f64
     );
     println!("commit: {commit:.2?}");
     println!("find_block sequential (blocking): {:.0} ops/s", rate(seq));

@@ -122,6 +122,7 @@ pub struct HostBm<D: Backing> {
     dirty: RefCell<Vec<u64>>,
     reads: Cell<u64>,
     writes: Cell<u64>,
+    locks: Cell<u64>,
 }
 
 impl<D: Backing> HostBm<D> {
@@ -136,6 +137,7 @@ impl<D: Backing> HostBm<D> {
             dirty: RefCell::new(Vec::new()),
             reads: Cell::new(0),
             writes: Cell::new(0),
+            locks: Cell::new(0),
         }
     }
 
@@ -214,8 +216,15 @@ impl<D: Backing> HostBm<D> {
         Ok(())
     }
 
+    /// Block locks taken so far (read, write and new-block locks): what a cached
+    /// block manager pays per metadata operation, as dm-bufio does in the kernel.
+    pub fn lock_count(&self) -> u64 {
+        self.locks.get()
+    }
+
     /// Makes sure block `b` is cached and checked with `v`.
     fn load(&self, b: u64, v: Validator, can_block: bool) -> Result<()> {
+        self.locks.set(self.locks.get() + 1);
         let cell = self.slot(b)?;
         let mut s = cell.try_borrow_mut().map_err(|_| Error::Busy);
         let s = match s.as_mut() {
@@ -297,6 +306,7 @@ impl<D: Backing> BlockManager for HostBm<D> {
     }
 
     fn write_lock_zero(&self, b: u64, v: Validator) -> Result<RefMut<'_, Block>> {
+        self.locks.set(self.locks.get() + 1);
         let mut s = self.slot(b)?.try_borrow_mut().map_err(|_| Error::Busy)?;
         match s.data.as_deref_mut() {
             Some(d) => d.fill(0),
