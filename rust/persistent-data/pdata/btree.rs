@@ -451,28 +451,36 @@ struct Spot {
     leaf: u64,
     index: usize,
     exists: bool,
+    /// The value at `index` before the insert, if `exists`.
+    old: [u8; MAX_VALUE_SIZE],
 }
 
 /// Shadows the path to `key`, splitting full nodes on the way down, so the
-/// leaf reached has room for one more entry.
+/// leaf reached has room for one more entry. With `value`, also stores
+/// `key -> value` in the leaf while it is locked (no reference counting).
 fn prepare_insert<B: BlockManager>(
     tm: &mut Tm<B>,
     vt: &mut dyn ValueType<B>,
     root: u64,
     key: u64,
+    value: Option<&[u8]>,
 ) -> Result<Spot> {
     let new_root = shadow_node(tm, vt, root)?;
-    {
-        let h = hdr(&*tm.bm().read_lock(new_root, Validator::BtreeNode)?)?;
-        if h.nr >= h.max {
-            split_beneath(tm, new_root)?;
-        }
-    }
     let mut cur = new_root;
-    for _ in 0..MAX_DEPTH {
-        let (h, i) = {
+    let mut root_checked = false;
+    // One pass more than the depth: a full root is split beneath first.
+    for _ in 0..=MAX_DEPTH {
+        let (h, i, child) = {
             let mut g = tm.bm().write_lock(cur, Validator::BtreeNode)?;
-            let h = hdr(&g)?;
+            let mut h = hdr(&g)?;
+            if !root_checked {
+                root_checked = true;
+                if h.nr >= h.max {
+                    drop(g);
+                    split_beneath(tm, new_root)?;
+                    continue;
+                }
+            }
             if !h.internal {
                 if h.vs != vt.size() {
                     return Err(Error::Corrupt);
@@ -482,11 +490,23 @@ fn prepare_insert<B: BlockManager>(
                     Some(i) => (i + 1, false),
                     None => (0, false),
                 };
+                let mut old = [0u8; MAX_VALUE_SIZE];
+                if exists {
+                    sub_mut(&mut old, 0, h.vs)?.copy_from_slice(value_at(&g, &h, index)?);
+                }
+                if let Some(v) = value {
+                    if exists {
+                        sub_mut(&mut g[..], val_off(&h, index), h.vs)?.copy_from_slice(v);
+                    } else {
+                        insert_at(&mut g, &mut h, index, key, v)?;
+                    }
+                }
                 return Ok(Spot {
                     root: new_root,
                     leaf: cur,
                     index,
                     exists,
+                    old,
                 });
             }
             let i = match lower_bound(&g, &h, key)? {
@@ -499,11 +519,8 @@ fn prepare_insert<B: BlockManager>(
                     0
                 }
             };
-            (h, i)
-        };
-        let child = {
-            let g = tm.bm().read_lock(cur, Validator::BtreeNode)?;
-            child_at(&g, &h, i)?
+            let child = child_at(&g, &h, i)?;
+            (h, i, child)
         };
         let nchild = shadow_node(tm, vt, child)?;
         if nchild != child {
@@ -549,25 +566,12 @@ pub fn insert<B: BlockManager>(
     if value.len() != vs {
         return Err(Error::Inval);
     }
-    let spot = prepare_insert(tm, vt, root, key)?;
-    let mut old = [0u8; MAX_VALUE_SIZE];
-    let mut had_old = false;
-    {
-        let mut g = tm.bm().write_lock(spot.leaf, Validator::BtreeNode)?;
-        let mut h = hdr(&g)?;
-        if spot.exists {
-            let cur = value_at(&g, &h, spot.index)?;
-            if cur != value {
-                sub_mut(&mut old, 0, vs)?.copy_from_slice(cur);
-                had_old = true;
-            }
-            sub_mut(&mut g[..], val_off(&h, spot.index), vs)?.copy_from_slice(value);
-        } else {
-            insert_at(&mut g, &mut h, spot.index, key, value)?;
+    let spot = prepare_insert(tm, vt, root, key, Some(value))?;
+    if spot.exists {
+        let old = sub(&spot.old, 0, vs)?;
+        if old != value {
+            vt.dec(tm, old)?;
         }
-    }
-    if had_old {
-        vt.dec(tm, sub(&old, 0, vs)?)?;
     }
     Ok((spot.root, !spot.exists))
 }
@@ -588,17 +592,11 @@ where
     F: FnOnce(&mut Tm<B>, Option<&[u8]>) -> Result<[u8; MAX_VALUE_SIZE]>,
 {
     let vs = vt.size();
-    let spot = prepare_insert(tm, vt, root, key)?;
-    let mut old = [0u8; MAX_VALUE_SIZE];
-    if spot.exists {
-        let g = tm.bm().read_lock(spot.leaf, Validator::BtreeNode)?;
-        let h = hdr(&g)?;
-        sub_mut(&mut old, 0, vs)?.copy_from_slice(value_at(&g, &h, spot.index)?);
-    }
+    let spot = prepare_insert(tm, vt, root, key, None)?;
     let nv = f(
         tm,
         if spot.exists {
-            Some(sub(&old, 0, vs)?)
+            Some(sub(&spot.old, 0, vs)?)
         } else {
             None
         },

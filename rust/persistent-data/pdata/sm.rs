@@ -277,6 +277,11 @@ pub struct DiskSm {
     root: SmRoot,
     old: SmRoot,
     begin: u64,
+    /// The index entry last read or written in each of the current and the committed
+    /// index trees: (tree root, index, entry). Only [`DiskSm::change`] edits the current
+    /// tree, and it updates its slot; a root's block is not reused within a transaction,
+    /// and the cache is emptied at commit. It saves an index tree lookup per allocation.
+    ie_cache: [Option<(u64, u64, IndexEntry)>; 2],
 }
 
 impl DiskSm {
@@ -294,6 +299,7 @@ impl DiskSm {
             root,
             old: SmRoot::default(),
             begin: 0,
+            ie_cache: Default::default(),
         };
         sm.extend(tm, nr_blocks)?;
         Ok(sm)
@@ -310,6 +316,7 @@ impl DiskSm {
             root,
             old: root,
             begin: 0,
+            ie_cache: Default::default(),
         })
     }
 
@@ -331,9 +338,22 @@ impl DiskSm {
     /// Marks the current state as committed.
     pub fn committed(&mut self) {
         self.old = self.root;
+        self.ie_cache = [None; 2];
     }
 
-    fn load_ie<B: BlockManager>(bm: &B, root: &SmRoot, idx: u64) -> Result<IndexEntry> {
+    /// Index entry `idx` of the current (`old == false`) or the committed index tree.
+    fn load_ie<B: BlockManager>(&self, bm: &B, old: bool, idx: u64) -> Result<IndexEntry> {
+        let [cur_slot, old_slot] = &self.ie_cache;
+        let (root, slot) = if old {
+            (&self.old, old_slot)
+        } else {
+            (&self.root, cur_slot)
+        };
+        if let Some((r, i, ie)) = *slot {
+            if r == root.bitmap_root && i == idx {
+                return Ok(ie);
+            }
+        }
         let mut v = [0u8; INDEX_ENTRY_SIZE];
         match btree::lookup(bm, root.bitmap_root, idx, &mut v, true) {
             Ok(()) => IndexEntry::decode(&v),
@@ -342,8 +362,22 @@ impl DiskSm {
         }
     }
 
-    fn count_in<B: BlockManager>(bm: &B, root: &SmRoot, b: u64) -> Result<u32> {
-        let ie = Self::load_ie(bm, root, b / ENTRIES_PER_BITMAP)?;
+    /// [`DiskSm::load_ie`], keeping what it read in the cache.
+    fn load_ie_mut<B: BlockManager>(&mut self, bm: &B, old: bool, idx: u64) -> Result<IndexEntry> {
+        let ie = self.load_ie(bm, old, idx)?;
+        let [cur_slot, old_slot] = &mut self.ie_cache;
+        let (root, slot) = if old {
+            (&self.old, old_slot)
+        } else {
+            (&self.root, cur_slot)
+        };
+        *slot = Some((root.bitmap_root, idx, ie));
+        Ok(ie)
+    }
+
+    fn count_in<B: BlockManager>(&self, bm: &B, old: bool, b: u64) -> Result<u32> {
+        let root = if old { &self.old } else { &self.root };
+        let ie = self.load_ie(bm, old, b / ENTRIES_PER_BITMAP)?;
         read_count(
             bm,
             ie.blocknr,
@@ -358,7 +392,7 @@ impl DiskSm {
         if b >= self.root.nr_blocks {
             return Err(Error::Inval);
         }
-        Self::count_in(tm.bm(), &self.root, b)
+        self.count_in(tm.bm(), false, b)
     }
 
     fn change<B: BlockManager>(&mut self, tm: &mut Tm<B>, b: u64, inc: bool) -> Result<()> {
@@ -366,7 +400,7 @@ impl DiskSm {
             return Err(Error::Inval);
         }
         let idx = b / ENTRIES_PER_BITMAP;
-        let mut ie = Self::load_ie(tm.bm(), &self.root, idx)?;
+        let mut ie = self.load_ie_mut(tm.bm(), false, idx)?;
         let (old, new) = mutate(
             tm,
             &mut ie,
@@ -383,6 +417,8 @@ impl DiskSm {
             &ie.encode(),
         )?
         .0;
+        let [cur_slot, _] = &mut self.ie_cache;
+        *cur_slot = Some((self.root.bitmap_root, idx, ie));
         account(&mut self.root, old, new)?;
         self.root.ref_count_root = rc_update(tm, self.root.ref_count_root, b, old, new)?;
         Ok(())
@@ -398,15 +434,20 @@ impl DiskSm {
         self.change(tm, b, false)
     }
 
-    fn find_free_in<B: BlockManager>(&self, tm: &Tm<B>, lo: u64, hi: u64) -> Result<Option<u64>> {
+    fn find_free_in<B: BlockManager>(
+        &mut self,
+        tm: &Tm<B>,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Option<u64>> {
         let bm = tm.bm();
         let mut idx = lo / ENTRIES_PER_BITMAP;
         while idx * ENTRIES_PER_BITMAP < hi {
             let base = idx * ENTRIES_PER_BITMAP;
-            let ie = Self::load_ie(bm, &self.root, idx)?;
+            let ie = self.load_ie_mut(bm, false, idx)?;
             if ie.nr_free > 0 {
                 let old = if base < self.old.nr_blocks {
-                    Some(Self::load_ie(bm, &self.old, idx)?.blocknr)
+                    Some(self.load_ie_mut(bm, true, idx)?.blocknr)
                 } else {
                     None
                 };
@@ -425,14 +466,20 @@ impl DiskSm {
     /// a count of one. [`Error::NoSpace`] when there is none.
     pub fn alloc<B: BlockManager>(&mut self, tm: &mut Tm<B>) -> Result<u64> {
         let b = self.find_free(tm)?;
-        self.inc(tm, b)?;
-        self.begin = b + 1;
+        self.alloc_at(tm, b)?;
         Ok(b)
     }
 
+    /// Allocates block `b`, which [`DiskSm::find_free`] returned with nothing changed since.
+    pub fn alloc_at<B: BlockManager>(&mut self, tm: &mut Tm<B>, b: u64) -> Result<()> {
+        self.inc(tm, b)?;
+        self.begin = b + 1;
+        Ok(())
+    }
+
     /// Finds (without allocating) the block [`DiskSm::alloc`] would hand
-    /// out; [`Error::NoSpace`] if there is none. Modifies nothing.
-    pub fn find_free<B: BlockManager>(&self, tm: &Tm<B>) -> Result<u64> {
+    /// out; [`Error::NoSpace`] if there is none. Changes nothing but the index cache.
+    pub fn find_free<B: BlockManager>(&mut self, tm: &Tm<B>) -> Result<u64> {
         let n = self.root.nr_blocks;
         let begin = self.begin.min(n);
         match self.find_free_in(tm, begin, n)? {

@@ -793,8 +793,8 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// free (that failure does not put the metadata in failure mode).
     pub fn alloc_data_block(&mut self) -> Result<u64> {
         self.writable()?;
-        self.data_sm.find_free(&self.tm)?;
-        self.modify(|p| p.data_sm.alloc(&mut p.tm))
+        let b = self.data_sm.find_free(&self.tm)?;
+        self.modify(|p| p.data_sm.alloc_at(&mut p.tm, b).map(|()| b))
     }
 
     /// Reference count of data block `b`.

@@ -30,6 +30,8 @@ pub const MAX_QUEUED: usize = BLOCK_SIZE / 8;
 
 const INDEX_HEADER_SIZE: usize = 16;
 const INC_FLAG: u64 = 1 << 63;
+/// Slots of the cache of blocks known to be writable in place (one 4 KiB buffer of u64).
+const FRESH_SLOTS: u64 = (BLOCK_SIZE / 8) as u64;
 
 fn ie_off(idx: u64) -> Result<usize> {
     if idx >= MAX_METADATA_BITMAPS {
@@ -64,6 +66,10 @@ pub struct Tm<B: BlockManager> {
     /// Deferred count changes: block numbers, top bit set for increments.
     queue: B::Buf,
     qlen: usize,
+    /// Blocks allocated in this transaction whose count has not changed since: a shadow of
+    /// one is the block itself, with no count to read. Direct-mapped by block number, each
+    /// slot holding block + 1 (0: empty); losing an entry only costs the count lookups.
+    fresh: B::Buf,
     recursing: bool,
     bootstrap: bool,
     applying: Option<u64>,
@@ -74,6 +80,7 @@ impl<B: BlockManager> Tm<B> {
         let mi = bm.alloc_buf()?;
         let old_mi = bm.alloc_buf()?;
         let queue = bm.alloc_buf()?;
+        let fresh = bm.alloc_buf()?;
         Ok(Tm {
             bm,
             root: SmRoot::default(),
@@ -83,6 +90,7 @@ impl<B: BlockManager> Tm<B> {
             begin: 0,
             queue,
             qlen: 0,
+            fresh,
             recursing: false,
             bootstrap: false,
             applying: None,
@@ -131,6 +139,7 @@ impl<B: BlockManager> Tm<B> {
         self.root = r;
         self.old = r;
         self.qlen = 0;
+        self.fresh.fill(0);
         self.recursing = false;
         self.bootstrap = false;
         self.applying = None;
@@ -253,7 +262,27 @@ impl<B: BlockManager> Tm<B> {
         Ok(())
     }
 
+    fn fresh_slot(b: u64) -> usize {
+        (b % FRESH_SLOTS) as usize * 8
+    }
+
+    /// Whether `b` is known to be allocated in this transaction with a count of one.
+    fn is_fresh(&self, b: u64) -> bool {
+        get_u64(&self.fresh[..], Self::fresh_slot(b)).ok() == b.checked_add(1)
+    }
+
+    fn set_fresh(&mut self, b: u64, fresh: bool) {
+        let off = Self::fresh_slot(b);
+        if fresh {
+            let _ = put_u64(&mut self.fresh[..], off, b.wrapping_add(1));
+        } else if self.is_fresh(b) {
+            let _ = put_u64(&mut self.fresh[..], off, 0);
+        }
+    }
+
     fn op(&mut self, b: u64, inc: bool) -> Result<()> {
+        // Its count changes: no longer known to be writable in place.
+        self.set_fresh(b, false);
         if self.recursing || self.bootstrap {
             return self.push(b, inc);
         }
@@ -327,6 +356,9 @@ impl<B: BlockManager> Tm<B> {
         };
         self.begin = b + 1;
         self.op(b, true)?;
+        // Free now and at the last commit (`find_free` looks at both): a count of one,
+        // committed count zero.
+        self.set_fresh(b, true);
         Ok(b)
     }
 
@@ -334,9 +366,15 @@ impl<B: BlockManager> Tm<B> {
     /// whether `b` was shared (then the caller must take references on
     /// everything the block points to, as the copy now does too).
     pub fn shadow(&mut self, b: u64, v: Validator) -> Result<(u64, bool)> {
+        if self.is_fresh(b) {
+            return Ok((b, false));
+        }
         let c = self.count(b)?;
         let fresh = self.committed_count(b)? == 0;
         if fresh && c <= 1 {
+            if c == 1 {
+                self.set_fresh(b, true);
+            }
             return Ok((b, false));
         }
         if c == 0 {
@@ -366,6 +404,8 @@ impl<B: BlockManager> Tm<B> {
     pub fn committed(&mut self) {
         self.old = self.root;
         self.old_mi.copy_from_slice(&self.mi[..]);
+        // Every block is committed now: none may be written in place.
+        self.fresh.fill(0);
     }
 
     /// Grows the metadata space map to `new_nr` blocks.
