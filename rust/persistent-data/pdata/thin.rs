@@ -239,6 +239,17 @@ pub fn superblock_all_zeroes<B: BlockManager>(bm: &B) -> Result<bool> {
     Ok(g.iter().all(|&b| b == 0))
 }
 
+/// Devices whose details are kept in memory at once.
+const DETAILS_CACHE: usize = 8;
+
+/// A device's details kept in memory; `dirty` if the details tree is behind.
+#[derive(Debug, Clone, Copy)]
+struct CachedDetails {
+    dev: u64,
+    details: DeviceDetails,
+    dirty: bool,
+}
+
 /// Open thin-pool metadata.
 pub struct PoolMetadata<B: BlockManager> {
     tm: Tm<B>,
@@ -247,6 +258,12 @@ pub struct PoolMetadata<B: BlockManager> {
     read_only: bool,
     failed: bool,
     changed: bool,
+    /// The details of the devices used lately, as dm-thin keeps its open devices': a
+    /// mapping inserted or removed changes the count here, and the details tree is written
+    /// at commit or when a changed entry makes room for another, not at every change.
+    details: [Option<CachedDetails>; DETAILS_CACHE],
+    /// The slot to reuse next when every slot is taken.
+    details_victim: usize,
 }
 
 impl<B: BlockManager> PoolMetadata<B> {
@@ -290,6 +307,8 @@ impl<B: BlockManager> PoolMetadata<B> {
             read_only: false,
             failed: false,
             changed: true,
+            details: [None; DETAILS_CACHE],
+            details_victim: 0,
         };
         p.commit()?;
         Ok(p)
@@ -317,6 +336,8 @@ impl<B: BlockManager> PoolMetadata<B> {
             read_only,
             failed: false,
             changed: false,
+            details: [None; DETAILS_CACHE],
+            details_victim: 0,
         })
     }
 
@@ -369,6 +390,7 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// then the superblock is written and flushed.
     pub fn commit(&mut self) -> Result<()> {
         self.modify(|p| {
+            p.write_details()?;
             p.tm.pre_commit()?;
             p.sb.data_sm = p.data_sm.root().encode();
             p.sb.meta_sm = p.tm.sm_root().encode();
@@ -407,6 +429,7 @@ impl<B: BlockManager> PoolMetadata<B> {
         self.failed = true;
         // Drop whatever the environment cached of the abandoned transaction, so everything
         // below is read back from the device.
+        self.details = [None; DETAILS_CACHE];
         self.tm.bm_mut().reset();
         let sb = read_super(self.tm.bm())?;
         self.tm.reset(&sb.meta_sm)?;
@@ -487,9 +510,94 @@ impl<B: BlockManager> PoolMetadata<B> {
 
     /// Details of device `dev`, [`Error::NoData`] if it does not exist.
     pub fn device_details(&self, dev: u64) -> Result<DeviceDetails> {
+        self.details_of(dev, true)
+    }
+
+    /// The slot of `dev`'s details in memory, if they are there.
+    fn details_slot(&self, dev: u64) -> Option<usize> {
+        self.details
+            .iter()
+            .position(|c| c.is_some_and(|c| c.dev == dev))
+    }
+
+    /// Details of `dev`, from memory or from the details tree.
+    fn details_of(&self, dev: u64, can_block: bool) -> Result<DeviceDetails> {
+        if let Some(c) = self
+            .details_slot(dev)
+            .and_then(|i| self.details.get(i).copied()?)
+        {
+            return Ok(c.details);
+        }
         let mut v = [0u8; DETAILS_SIZE];
-        btree::lookup(self.tm.bm(), self.sb.details_root, dev, &mut v, true)?;
+        btree::lookup(self.tm.bm(), self.sb.details_root, dev, &mut v, can_block)?;
         DeviceDetails::decode(&v)
+    }
+
+    /// Changes the details of `dev` in memory (loaded first if they are not there); the
+    /// details tree follows at commit.
+    fn update_details(
+        &mut self,
+        dev: u64,
+        f: impl FnOnce(&mut DeviceDetails) -> Result<()>,
+    ) -> Result<()> {
+        let i = match self.details_slot(dev) {
+            Some(i) => i,
+            None => {
+                let details = self.details_of(dev, true)?;
+                let i = match self.details.iter().position(|c| c.is_none()) {
+                    Some(i) => i,
+                    None => {
+                        let i = self.details_victim % DETAILS_CACHE;
+                        self.details_victim = (i + 1) % DETAILS_CACHE;
+                        if let Some(old) = self.details.get(i).copied().flatten() {
+                            if old.dirty {
+                                self.put_details(old.dev, &old.details)?;
+                            }
+                        }
+                        i
+                    }
+                };
+                let slot = self.details.get_mut(i).ok_or(Error::Corrupt)?;
+                *slot = Some(CachedDetails {
+                    dev,
+                    details,
+                    dirty: false,
+                });
+                i
+            }
+        };
+        let c = self
+            .details
+            .get_mut(i)
+            .and_then(|c| c.as_mut())
+            .ok_or(Error::Corrupt)?;
+        f(&mut c.details)?;
+        c.dirty = true;
+        Ok(())
+    }
+
+    /// Writes the changed details kept in memory to the details tree.
+    fn write_details(&mut self) -> Result<()> {
+        for i in 0..DETAILS_CACHE {
+            if let Some(c) = self.details.get(i).copied().flatten() {
+                if c.dirty {
+                    self.put_details(c.dev, &c.details)?;
+                    if let Some(Some(c)) = self.details.get_mut(i) {
+                        c.dirty = false;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `dev`'s details from memory, changed or not: the caller writes the tree.
+    fn forget_details(&mut self, dev: u64) {
+        if let Some(i) = self.details_slot(dev) {
+            if let Some(slot) = self.details.get_mut(i) {
+                *slot = None;
+            }
+        }
     }
 
     fn put_details(&mut self, dev: u64, d: &DeviceDetails) -> Result<()> {
@@ -509,8 +617,15 @@ impl<B: BlockManager> PoolMetadata<B> {
         &self,
         f: &mut dyn FnMut(u64, DeviceDetails) -> Result<()>,
     ) -> Result<()> {
+        let cached = |k: u64| {
+            self.details
+                .iter()
+                .flatten()
+                .find(|c| c.dev == k)
+                .map(|c| c.details)
+        };
         btree::walk(self.tm.bm(), self.sb.details_root, &mut |k, v| {
-            f(k, DeviceDetails::decode(v)?)
+            f(k, cached(k).map_or_else(|| DeviceDetails::decode(v), Ok)?)
         })
     }
 
@@ -565,6 +680,7 @@ impl<B: BlockManager> PoolMetadata<B> {
                 creation_time: p.sb.time,
                 snapshotted_time: p.sb.time,
             };
+            p.forget_details(dev);
             p.put_details(dev, &d)
         })
     }
@@ -588,6 +704,9 @@ impl<B: BlockManager> PoolMetadata<B> {
             .0;
             p.sb.time = p.sb.time.wrapping_add(1);
             od.snapshotted_time = p.sb.time;
+            // `od` has the origin's latest details: the tree gets them, and memory forgets.
+            p.forget_details(origin);
+            p.forget_details(dev);
             p.put_details(origin, &od)?;
             let d = DeviceDetails {
                 mapped_blocks: od.mapped_blocks,
@@ -604,6 +723,7 @@ impl<B: BlockManager> PoolMetadata<B> {
         self.writable()?;
         self.device_details(dev)?;
         self.modify(|p| {
+            p.forget_details(dev);
             let PoolMetadata {
                 tm, data_sm, sb, ..
             } = p;
@@ -628,9 +748,7 @@ impl<B: BlockManager> PoolMetadata<B> {
         let mut v = [0u8; 8];
         btree::lookup(self.tm.bm(), root, block, &mut v, can_block)?;
         let (b, t) = unpack_block_time(u64::from_le_bytes(v));
-        let mut d = [0u8; DETAILS_SIZE];
-        btree::lookup(self.tm.bm(), self.sb.details_root, dev, &mut d, can_block)?;
-        let details = DeviceDetails::decode(&d)?;
+        let details = self.details_of(dev, can_block)?;
         Ok(LookupResult {
             block: b,
             shared: details.snapshotted_time > t,
@@ -722,15 +840,18 @@ impl<B: BlockManager> PoolMetadata<B> {
         if data_block >= self.data_sm.nr_blocks() {
             return Err(Error::Inval);
         }
-        let mut d = self.device_details(dev)?;
+        // The device exists (checked before anything changes).
+        self.device_details(dev)?;
         let value = pack_block_time(data_block, self.sb.time).to_le_bytes();
         self.modify(|p| {
             let inserted = p.update_dev_subtree(dev, |tm, refs, sub| {
                 btree::insert(tm, refs, sub, block, &value)
             })?;
             if inserted {
-                d.mapped_blocks = d.mapped_blocks.checked_add(1).ok_or(Error::Corrupt)?;
-                p.put_details(dev, &d)?;
+                p.update_details(dev, |d| {
+                    d.mapped_blocks = d.mapped_blocks.checked_add(1).ok_or(Error::Corrupt)?;
+                    Ok(())
+                })?;
             }
             Ok(())
         })
@@ -748,14 +869,16 @@ impl<B: BlockManager> PoolMetadata<B> {
     /// there were.
     pub fn remove_range(&mut self, dev: u64, begin: u64, end: u64) -> Result<u64> {
         self.writable()?;
-        let mut d = self.device_details(dev)?;
+        self.device_details(dev)?;
         self.modify(|p| {
             let count = p.update_dev_subtree(dev, |tm, refs, sub| {
                 btree::remove_range(tm, refs, sub, begin, end)
             })?;
             if count > 0 {
-                d.mapped_blocks = d.mapped_blocks.checked_sub(count).ok_or(Error::Corrupt)?;
-                p.put_details(dev, &d)?;
+                p.update_details(dev, |d| {
+                    d.mapped_blocks = d.mapped_blocks.checked_sub(count).ok_or(Error::Corrupt)?;
+                    Ok(())
+                })?;
             }
             Ok(count)
         })
