@@ -8,12 +8,13 @@ use super::pool::{
 };
 use super::prison::{DsEntry, Key};
 use super::{remap, split, Stage, ThinBio, ThinShared};
-use crate::dm::{
-    kcopyd::JobDone, lifetime::Ref, sync::NoioWriteGuard, BioList, BlkStatus, Op, OwnedBio,
-};
+use crate::dm::{kcopyd::JobDone, lifetime::Ref, BioList, BlkStatus, Op, OwnedBio};
 use crate::pdata::Error as PdError;
 use crate::{dm_err, dm_warn};
 use core::sync::atomic::Ordering;
+
+/// Most reads and writes the worker serves in one pass under the metadata lock.
+const BATCH: usize = 32;
 
 impl PoolCore {
     /// Leaves `bio` to the worker (any context).
@@ -110,18 +111,62 @@ impl PoolCore {
 
     /// Serves `bios` in order while fewer than [`MAX_PROVISIONS`] provisions are in flight;
     /// the rest go back to the front of the deferred bios, in order, until one finishes (which
-    /// kicks the worker). So the blocks in flight, and what they hold, stay bounded.
+    /// kicks the worker). So the blocks in flight, and what they hold, stay bounded. Reads
+    /// and writes are served in batches of up to [`BATCH`], one pass under the metadata lock
+    /// each; any other bio ends the batch before it, so the order of bios is kept.
     fn process_all(this: &Ref<Self>, mut bios: BioList<ThinBio>) {
+        let mut batch = BioList::new();
+        let mut n = 0;
         while let Some(bio) = bios.pop() {
-            if this.provisions.load(Ordering::Acquire) >= MAX_PROVISIONS {
-                let mut back = BioList::new();
-                back.push(bio);
-                back.append(bios);
-                this.deferred.lock().push_front(back);
-                return;
+            // Each bio of the batch may start one provision.
+            if this.provisions.load(Ordering::Acquire) + n >= MAX_PROVISIONS {
+                if n > 0 {
+                    Self::serve_batch(this, core::mem::take(&mut batch));
+                    n = 0;
+                }
+                if this.provisions.load(Ordering::Acquire) >= MAX_PROVISIONS {
+                    let mut back = BioList::new();
+                    back.push(bio);
+                    back.append(bios);
+                    this.deferred.lock().push_front(back);
+                    return;
+                }
             }
-            Self::process(this, bio);
+            if matches!(bio.op(), Op::Read | Op::Write) && bio.size() != 0 {
+                batch.push(bio);
+                n += 1;
+                if n == BATCH {
+                    Self::serve_batch(this, core::mem::take(&mut batch));
+                    n = 0;
+                }
+            } else {
+                if n > 0 {
+                    Self::serve_batch(this, core::mem::take(&mut batch));
+                    n = 0;
+                }
+                Self::process(this, bio);
+            }
         }
+        if n > 0 {
+            Self::serve_batch(this, batch);
+        }
+    }
+
+    /// Serves reads and writes in one pass under the metadata lock; what needs no lock (IO,
+    /// completions, kcopyd jobs) is done after it is dropped.
+    fn serve_batch(this: &Ref<Self>, mut batch: BioList<ThinBio>) {
+        let mut after = After::default();
+        {
+            let mut md = this.md.write();
+            while let Some(bio) = batch.pop() {
+                if this.mode() == Mode::Fail {
+                    after.fail(bio, BlkStatus::IOERR);
+                    continue;
+                }
+                Self::read_write(this, &mut md, bio, &mut after);
+            }
+        }
+        after.run(this);
     }
 
     /// Moves on bios that hold cells, by their stage.
@@ -156,16 +201,30 @@ impl PoolCore {
                 bio.submit();
             }
             Op::Discard => Self::discard(this, bio, &thin),
-            Op::Read | Op::Write => Self::read_write(this, bio, &thin),
+            Op::Read | Op::Write => {
+                let mut after = After::default();
+                {
+                    let mut md = this.md.write();
+                    Self::read_write(this, &mut md, bio, &mut after);
+                }
+                after.run(this);
+            }
             _ => bio.end(BlkStatus::NOTSUPP),
         }
     }
 
-    fn read_write(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>, thin: &ThinShared) {
+    /// Serves a read or a write under the metadata lock, leaving to `after` what is done
+    /// once it is dropped.
+    fn read_write(
+        this: &Ref<Self>,
+        md: &mut MdState,
+        mut bio: OwnedBio<ThinBio>,
+        after: &mut After,
+    ) {
+        let thin = bio.per_bio().thin.clone();
         let spb = u64::from(this.sectors_per_block);
         let (vblock, _) = split(bio.sector().wrapping_sub(thin.begin), spb);
         let write = bio.op() == Op::Write;
-        let mut md = this.md.write();
         bio = match md.prison.park(&Key::virt(thin.dev_id, vblock), bio) {
             Ok(()) => return,
             Err(bio) => bio,
@@ -177,26 +236,20 @@ impl PoolCore {
                     Err(bio) => bio,
                 };
                 this.count_in_flight(bio.per_bio_mut(), m.shared);
-                drop(md);
-                remap(&mut bio, thin, spb, m.block);
-                bio.submit();
+                remap(&mut bio, &thin, spb, m.block);
+                after.submit.push(bio);
             }
-            Err(PdError::NoData) if !write => {
-                drop(md);
-                bio.zero_fill();
-                bio.end(BlkStatus::OK);
-            }
+            Err(PdError::NoData) if !write => after.zero.push(bio),
             Ok(m) => {
                 // Another device breaking the sharing of the same block holds its cell.
                 bio = match md.prison.park(&Key::data(m.block), bio) {
                     Ok(()) => return,
                     Err(bio) => bio,
                 };
-                Self::provision(this, md, bio, thin, vblock, Some(m.block));
+                Self::provision(this, md, bio, &thin, vblock, Some(m.block), after);
             }
-            Err(PdError::NoData) => Self::provision(this, md, bio, thin, vblock, None),
+            Err(PdError::NoData) => Self::provision(this, md, bio, &thin, vblock, None, after),
             Err(e) => {
-                drop(md);
                 dm_err!(
                     PREFIX,
                     "{}: lookup of block {} of thin device {} failed: error = {}",
@@ -205,43 +258,41 @@ impl PoolCore {
                     thin.dev_id,
                     -e.errno()
                 );
-                bio.end(BlkStatus::IOERR);
+                after.fail(bio, BlkStatus::IOERR);
             }
         }
     }
 
     /// Gives `vblock` a new data block, copied from `origin` (a block shared with a snapshot)
     /// or zeroed, and writes `bio` to it. Called with the metadata lock held and no cell
-    /// held on `vblock` or `origin`; the lock is dropped before any IO is waited for.
+    /// held on `vblock` or `origin`; what waits for IO is left to `after`, which runs once the
+    /// lock is dropped.
     fn provision(
         this: &Ref<Self>,
-        mut md: NoioWriteGuard<'_, MdState>,
+        md: &mut MdState,
         mut bio: OwnedBio<ThinBio>,
         thin: &ThinShared,
         vblock: u64,
         origin: Option<u64>,
+        after: &mut After,
     ) {
         if this.mode() != Mode::Write {
-            drop(md);
-            return bio.end(BlkStatus::IOERR);
+            return after.fail(bio, BlkStatus::IOERR);
         }
         if this.suspended.load(Ordering::Acquire) {
             // The pool began suspending after this pass of the worker started: what holds no
             // cell yet waits for resume (see the pool's presuspend).
-            drop(md);
-            return this.deferred.lock().push(bio);
+            return after.defer.push(bio);
         }
         let dblock = match md.alloc_data_block() {
             Ok(d) => d,
             Err(PdError::NoSpace) => {
-                drop(md);
-                this.no_data_space();
-                return bio.end(BlkStatus::NOSPC);
+                after.no_space = true;
+                return after.fail(bio, BlkStatus::NOSPC);
             }
             Err(e) => {
-                this.metadata_failed(&mut md, "dm_pool_alloc_data_block", e);
-                drop(md);
-                return bio.end(BlkStatus::IOERR);
+                this.metadata_failed(md, "dm_pool_alloc_data_block", e);
+                return after.fail(bio, BlkStatus::IOERR);
             }
         };
         if origin.is_none()
@@ -255,15 +306,13 @@ impl PoolCore {
             // before or after this write lands. A FUA write still goes the long way, so that
             // its mapping is committed before it completes.
             if let Err(e) = md.insert_block(thin.dev_id, vblock, dblock) {
-                this.metadata_failed(&mut md, "dm_thin_insert_block", e);
-                drop(md);
-                return bio.end(BlkStatus::IOERR);
+                this.metadata_failed(md, "dm_thin_insert_block", e);
+                return after.fail(bio, BlkStatus::IOERR);
             }
             md.mark_changed(thin.dev_id);
             this.count_in_flight(bio.per_bio_mut(), false);
-            drop(md);
             remap(&mut bio, thin, u64::from(this.sectors_per_block), dblock);
-            return bio.submit();
+            return after.submit.push(bio);
         }
         // Under the metadata lock: NOIO allocations (see `NoioRwSem`).
         let vkey = Key::virt(thin.dev_id, vblock);
@@ -276,12 +325,10 @@ impl PoolCore {
         }
         if held.is_err() {
             let _ = md.dec_data_range(dblock, dblock + 1);
-            drop(md);
-            return bio.end(BlkStatus::IOERR);
+            return after.fail(bio, BlkStatus::IOERR);
         }
-        this.cells_changed(&md);
+        this.cells_changed(md);
         this.provisions.fetch_add(1, Ordering::AcqRel);
-        drop(md);
         match origin {
             Some(origin) => {
                 // The new mapping drops this device's reference to `origin`, which may free
@@ -291,10 +338,7 @@ impl PoolCore {
                     dblock,
                     origin,
                 };
-                let waited = this.shared_read.lock().wait_for_in_flight(bio);
-                if let Err(bio) = waited {
-                    Self::copy_and_write(this, bio);
-                }
+                after.quiesce.push(bio);
             }
             None => {
                 bio.per_bio_mut().stage = Stage::Provisioning {
@@ -302,7 +346,7 @@ impl PoolCore {
                     dblock,
                     origin: None,
                 };
-                Self::copy_and_write(this, bio);
+                after.prepare.push(bio);
             }
         }
     }
@@ -600,5 +644,74 @@ impl JobDone for ThinBio {
             return write_new_block(bio, dblock);
         }
         PoolCore::map_prepared(&core, bio);
+    }
+}
+
+/// Bios served by the worker under the metadata lock, with what is left to do for them once
+/// it is dropped.
+#[derive(Default)]
+struct After {
+    /// Remapped, and counted in flight: sent on.
+    submit: BioList<ThinBio>,
+    /// Reads of unmapped blocks: zero-filled and completed.
+    zero: BioList<ThinBio>,
+    /// Completed with the status they carry.
+    failed: BioList<ThinBio>,
+    /// Provisions holding their cells: zeroing or copying starts.
+    prepare: BioList<ThinBio>,
+    /// Provisions breaking sharing: the reads of the shared block in flight end first.
+    quiesce: BioList<ThinBio>,
+    /// Held until resume.
+    defer: BioList<ThinBio>,
+    /// The data space ran out.
+    no_space: bool,
+}
+
+impl After {
+    fn fail(&mut self, mut bio: OwnedBio<ThinBio>, status: BlkStatus) {
+        bio.set_status(status);
+        self.failed.push(bio);
+    }
+
+    /// Does what was left, with no lock held.
+    fn run(self, this: &Ref<PoolCore>) {
+        let After {
+            submit,
+            zero,
+            failed,
+            prepare,
+            quiesce,
+            defer,
+            no_space,
+        } = self;
+        for bio in submit {
+            bio.submit();
+        }
+        for mut bio in zero {
+            bio.zero_fill();
+            bio.end(BlkStatus::OK);
+        }
+        if no_space {
+            this.no_data_space();
+        }
+        for bio in failed {
+            let status = bio.status();
+            bio.end(status);
+        }
+        for bio in prepare {
+            PoolCore::copy_and_write(this, bio);
+        }
+        for bio in quiesce {
+            let waited = this.shared_read.lock().wait_for_in_flight(bio);
+            if let Err(bio) = waited {
+                PoolCore::copy_and_write(this, bio);
+            }
+        }
+        if !defer.is_empty() {
+            let mut d = this.deferred.lock();
+            for bio in defer {
+                d.push(bio);
+            }
+        }
     }
 }
