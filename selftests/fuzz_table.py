@@ -31,7 +31,8 @@ import time
 
 ENGINE, SEED, CASES, PROGRESS, POOL_TGT, THIN_TGT = sys.argv[1:7]
 SEED, CASES = int(SEED), int(CASES)
-rng = random.Random(SEED)
+rng = random.Random(SEED)        # the cases: the same sequence whatever the outcomes
+OUTCOMES = os.environ.get("FUZZ_OUTCOMES")   # a file for one "case outcome" line per case
 BS = 128
 CANON = {}            # name -> canonical table of the harness's live devices
 
@@ -320,8 +321,14 @@ def pool_txid(dm):
 counts = {}
 
 
+outcomes = open(OUTCOMES, "w") if OUTCOMES else None
+case_no = 0
+
+
 def count(kind, outcome):
     counts[(kind, outcome)] = counts.get((kind, outcome), 0) + 1
+    if outcomes:
+        outcomes.write("%d %s: %s\n" % (case_no, kind, outcome))
 
 
 def canonical_devices(targets, kind):
@@ -350,6 +357,18 @@ def restore(dm, name):
 
 
 def run_case(dm, i, case):
+    """Run one case. Choices the executor makes (resume or not, messages to a new pool)
+    come from a generator of the case's own, so that the cases stay the same whatever the
+    outcomes, and two targets' outcomes can be compared case by case."""
+    global rng
+    gen, rng = rng, random.Random(SEED * 1000003 + i)
+    try:
+        run_case_(dm, i, case)
+    finally:
+        rng = gen
+
+
+def run_case_(dm, i, case):
     what, kind, arg = case
     if what == "create":
         self_num = dm.create("rt_fz") if ENGINE == "ioctl" else None
@@ -446,15 +465,16 @@ def check_thin(want):
 
 def main():
     dm = DM() if ENGINE == "ioctl" else DMSetup()
-    CANON["rt_fpool"] = [tuple(l.split(None, 3)) for l in DM().status("rt_fpool", table=True)]
-    CANON["rt_fpool"] = [(int(s), int(l), t, p) for s, l, t, p in CANON["rt_fpool"]]
-    CANON["rt_fthin"] = [(int(s), int(l), t, p) for s, l, t, p in
-                         (tuple(l.split(None, 3)) for l in DM().status("rt_fthin", table=True))]
+    for name in ("rt_fpool", "rt_fthin"):
+        lines = (line.split(None, 3) for line in DM().status(name, table=True))
+        CANON[name] = [(int(s), int(n), t, p) for s, n, t, p in lines]
     want = open(sys.argv[7], "rb").read()
     t0 = time.time()
     errors = 0
+    global case_no
     for i in range(CASES):
         case = gen_case()
+        case_no = i
         try:
             run_case(dm, i, case)
         except Hang as e:
@@ -480,6 +500,8 @@ def main():
     if not check_thin(want):
         print("thin 0's data changed")
         errors += 1
+    if outcomes:
+        outcomes.close()
     sys.exit(1 if errors else 0)
 
 

@@ -10,7 +10,9 @@
 #
 # FUZZ_SEED=N reproduces a run; FUZZ_CASES (default 4000) and FUZZ_DMSETUP_CASES (default
 # 100) set the number of cases sent through device-mapper's ioctls and through dmsetup.
-# POOL_TGT=thin-pool THIN_TGT=thin fuzzes upstream dm-thin instead (as thin.sh).
+# POOL_TGT=thin-pool THIN_TGT=thin fuzzes upstream dm-thin instead (as thin.sh). Each case's
+# outcome goes to $RTHIN_RESULTS/fuzz-TARGET-ENGINE.txt: the cases depend on the seed only,
+# so two targets' files compare case by case (where dm-thin accepts and rthin refuses).
 here=${here:-$(cd "$(dirname "$0")" && pwd)}
 . "$here/lib.sh"        # (it changes into a scratch directory)
 . "$here/thin_lib.sh"
@@ -53,7 +55,7 @@ fuzz() {
 	: >"$TMP/progress"
 	# (The fuzzer's output goes to a file: one stuck in the kernel must not hold the test's
 	# output open.)
-	python3 "$here/fuzz_table.py" "$engine" "$FUZZ_SEED" "$cases" "$TMP/progress" \
+	FUZZ_OUTCOMES=$RTHIN_RESULTS/fuzz-$THIN_TGT-$engine.txt python3 "$here/fuzz_table.py" "$engine" "$FUZZ_SEED" "$cases" "$TMP/progress" \
 		"$POOL_TGT" "$THIN_TGT" "$TMP/block0" >"$TMP/fuzz.out" 2>&1 &
 	pid=$!
 	last=$(cat "$TMP/progress")
