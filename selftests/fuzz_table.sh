@@ -51,7 +51,7 @@ fuzz() {
 	# The fuzzing logs more than the kernel's log buffer holds: follow it into a file.
 	dmesg --follow-new >"$TMP/kmsg" 2>&1 &
 	kpid=$!
-	trap 'kill $kpid 2>/dev/null' EXIT
+	trap 'kill $kpid 2>/dev/null || true' EXIT
 	: >"$TMP/progress"
 	# (The fuzzer's output goes to a file: one stuck in the kernel must not hold the test's
 	# output open.)
