@@ -531,7 +531,7 @@ abort_round() {
 	echo "pool after the abort ($how): $(dmsetup status rt_pool)"
 	kmsg_since | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //' | sort | uniq -c | sort -rn | head -8
 	[ "$mode" = $want ] || fail "pool mode '$mode', expected '$want' as dm-thin"
-	sleep 2                                          # the shrinkers keep running on the aborted pool
+	sleep 1                                          # the shrinkers keep running on the aborted pool
 	if [ "$how" = ro ]; then
 		same rt_thin 0 $((8 * BB))               # committed data still reads
 		! dd if=/dev/zero of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((50 * 16)) oflag=direct status=none 2>/dev/null ||
