@@ -81,6 +81,24 @@ wait_bounded() {
 	return $rc
 }
 
+# remove_bounded NAME: dmsetup remove NAME, failing the test if it has not returned after
+# 60 s (the dmsetup is left behind, its output not tied to the test's, so that the suite
+# goes on to its next test).
+remove_bounded() {
+	local pid t0=$SECONDS
+	dmsetup remove "$1" >/dev/null 2>"$TMP/remove.err" </dev/null &
+	pid=$!
+	while kill -0 $pid 2>/dev/null; do
+		if [ $((SECONDS - t0)) -ge 60 ]; then
+			echo "hung: dmsetup remove $1" >>"$TMP/hangs"
+			fail "dmsetup remove $1 has not returned after 60 s"
+			return 1
+		fi
+		sleep 0.5
+	done
+	wait $pid || { cat "$TMP/remove.err"; fail "dmsetup remove $1 failed"; }
+}
+
 # dump_blocks METADATA DEV_ID: the virtual blocks thin_dump shows mapped in DEV_ID, one a line.
 dump_blocks() {
 	thin_dump "$1" | python3 -c '
@@ -267,10 +285,10 @@ t_lock_order_churn() {
 	[ "$(status_field rt_pool 1)" = "$n" ] ||
 		fail "transaction id $(status_field rt_pool 1) after $n successful set_transaction_id"
 	msg release_metadata_snap 2>/dev/null || true
-	dmsetup remove rt_io0
-	dmsetup remove rt_io1
-	dmsetup remove rt_pool
-	! dmsetup info rt_pool2 >/dev/null 2>&1 || dmsetup remove rt_pool2
+	remove_bounded rt_io0
+	remove_bounded rt_io1
+	remove_bounded rt_pool
+	! dmsetup info rt_pool2 >/dev/null 2>&1 || remove_bounded rt_pool2
 	check_meta /dev/mapper/rt_m1
 	check_meta /dev/mapper/rt_m2
 	[ "$(dev_ids /dev/mapper/rt_m1)" = "0 1" ] || fail "pool 1 has devices $(dev_ids /dev/mapper/rt_m1), expected 0 1"
@@ -451,9 +469,12 @@ t_cow_storm_suspend() {
 		fail "the snapshot changed"
 	echo "pool: $(dmsetup status rt_pool)"
 	expect_used $((2 * nb))
-	dmsetup remove rt_thin
-	dmsetup remove rt_snap
-	dmsetup remove rt_pool
+	# Removing the pool after the storm once hung for good in rthin (run of 2026-11-22, seed
+	# 80360): `dmsetup remove rt_pool` blocked in the pool's Owner<PoolCore> drop, waiting
+	# for references that never drained. Bounded, so that the suite goes on.
+	remove_bounded rt_thin
+	remove_bounded rt_snap
+	remove_bounded rt_pool
 	check_meta
 	expect_dump "device 0 mapped_blocks=$nb counted=$nb blocks=0-$((nb - 1))" \
 		"device 1 mapped_blocks=$nb counted=$nb blocks=0-$((nb - 1))"
@@ -592,6 +613,12 @@ if [ $both = 1 ]; then
 			all+=("${t%%:*}_$tgt:${t#*:}_$tgt")
 		done
 	done
+	tests=("${all[@]}")
+fi
+# SEEDS_ONLY=REGEX: only the tests whose names match.
+if [ -n "${SEEDS_ONLY:-}" ]; then
+	all=()
+	for t in "${tests[@]}"; do [[ ${t%%:*} =~ $SEEDS_ONLY ]] && all+=("$t"); done
 	tests=("${all[@]}")
 fi
 run_suite "${tests[@]}"
