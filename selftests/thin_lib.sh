@@ -172,9 +172,12 @@ no_periodic_commits() {
 # over DATA_DEV that holds every write (zeroing and copying by kcopyd included) for WRITE_MS
 # ms and every read for READ_MS ms (default 0); flushes pass at once.
 delayed_data() {
+	local name=rt_data
+	# (A device a hung test left behind keeps its name: take another.)
+	! dmsetup info $name >/dev/null 2>&1 || name=rt_data_$RANDOM
 	kmod dm-delay
-	dmsetup create rt_data --table "0 $DATA_SECTORS delay $DATA_DEV 0 ${2:-0} $DATA_DEV 0 $1 $DATA_DEV 0 0"
-	DATA_DEV=/dev/mapper/rt_data
+	dmsetup create $name --table "0 $DATA_SECTORS delay $DATA_DEV 0 ${2:-0} $DATA_DEV 0 $1 $DATA_DEV 0 0"
+	DATA_DEV=/dev/mapper/$name
 }
 
 # sync_dev NAME: fsync the thin device NAME (an empty flush reaches its target).
