@@ -4,13 +4,14 @@
 #   make            build rthin.ko against the cached test kernel (built first if needed),
 #                   or against KDIR=<a configured Rust-enabled 6.12 build tree>
 #   make check      install what is needed, build, and run every test (host and guest)
+#   make check-long the long forms: the seed tests on upstream dm-thin, the long fuzz run
 #   make demo       boot the test VM, load rthin and show its targets working
 #   make bench      fio on a ramdisk, dm-linear and rlinear, on a kernel without debug checkers
 #   make clippy     the kernel's clippy lints over the module (CLIPPY=1)
 #   make fmt        rustfmt check of every Rust file
 
 SHELL := /bin/bash
-.PHONY: all module deps kernel check demo bench clippy fmt clean
+.PHONY: all module deps kernel check check-long demo bench clippy fmt clean
 
 all: module
 
@@ -30,6 +31,9 @@ endif
 
 check:
 	scripts/test.sh
+
+check-long:
+	scripts/test.sh --long
 
 demo:
 	scripts/demo.sh

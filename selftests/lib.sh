@@ -21,10 +21,11 @@ ktap_plan() {
 # run_test NAME FUNCTION: run one test, in a subshell with errexit, and print its result.
 # What the test prints goes out as KTAP diagnostics.
 run_test() {
-	local name=$1 fn=$2 rc out
+	local name=$1 fn=$2 rc out t0=$SECONDS
 	_ktap_n=$((_ktap_n + 1))
 	out=$( (set -eE; trap 'echo "FAILED: line $LINENO: $BASH_COMMAND"' ERR; "$fn") 2>&1 ); rc=$?
 	[ -n "$out" ] && sed 's/^/# /' <<<"$out"
+	echo "# $name: $((SECONDS - t0)) s"
 	if [ $rc = 0 ]; then
 		echo "ok $_ktap_n $name"
 	elif [ $rc = 4 ]; then

@@ -12,31 +12,6 @@ here=${here:-$(cd "$(dirname "$0")" && pwd)}
 . "$here/lib.sh"        # (it changes into a scratch directory)
 . "$here/thin_lib.sh"
 
-# no_periodic_commits: rthin commits only when asked to (flush, FUA, message, suspend) for
-# the rest of the test. Upstream has no such knob: its 1 s commit stays, which can only make
-# a test pass that would otherwise fail, never the other way round.
-no_periodic_commits() {
-	upstream && return 0
-	[ -w /sys/module/rthin/parameters/commit_period_ms ] ||
-		{ echo "this rthin has no commit_period_ms: its 1 s commits stay"; return 0; }
-	echo 0 >/sys/module/rthin/parameters/commit_period_ms
-	trap 'echo 1000 >/sys/module/rthin/parameters/commit_period_ms' EXIT
-}
-
-# delayed_data WRITE_MS [READ_MS]: from here on the pool's data device is rt_data, a dm-delay
-# over DATA_DEV that holds every write (zeroing and copying by kcopyd included) for WRITE_MS
-# ms and every read for READ_MS ms (default 0); flushes pass at once.
-delayed_data() {
-	kmod dm-delay
-	dmsetup create rt_data --table "0 $DATA_SECTORS delay $DATA_DEV 0 ${2:-0} $DATA_DEV 0 $1 $DATA_DEV 0 0"
-	DATA_DEV=/dev/mapper/rt_data
-}
-
-# sync_dev NAME: fsync the thin device NAME (an empty flush reaches its target).
-sync_dev() {
-	python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.fsync(fd)' "/dev/mapper/$1"
-}
-
 # Item 1, "FUA before its mapping is committed": W1 provisions block 5 (its zeroing and its
 # write held 3 s each by dm-delay); a FUA write W2 to the same block arrives meanwhile and
 # waits in W1's cell. Block 5's mapping must be committed before W2 is served, however W2
@@ -291,7 +266,7 @@ t_readonly_stays_readonly() {
 	kmsg_since | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
 	[ "$(status_field rt_pool 5)" = ro ] || fail "pool is '$(dmsetup status rt_pool | cut -d' ' -f4-)', not read-only"
 	[ $failed = 3 ] || fail "$((3 - failed)) writes whose mappings the abort threw away succeeded"
-	! kmsg_since | grep -q "switching pool to failure mode" || fail "the pool switched to failure mode"
+	! kmsg_since | grep -q "switching pool to fail" || fail "the pool switched to failure mode"  # (upstream: "fail mode")
 	teardown_meta_on_linear
 }
 

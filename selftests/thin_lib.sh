@@ -156,3 +156,31 @@ fio_verify() {
 	[ $rc = 0 ] || cat "$out"
 	return $rc
 }
+
+# no_periodic_commits: rthin commits only when asked to (flush, FUA, message, suspend) for
+# the rest of the test. Upstream has no such knob: its 1 s commit stays, which can only make
+# a test pass that would otherwise fail, never the other way round.
+no_periodic_commits() {
+	upstream && return 0
+	[ -w /sys/module/rthin/parameters/commit_period_ms ] ||
+		{ echo "this rthin has no commit_period_ms: its 1 s commits stay"; return 0; }
+	echo 0 >/sys/module/rthin/parameters/commit_period_ms
+	trap 'echo 1000 >/sys/module/rthin/parameters/commit_period_ms' EXIT
+}
+
+# delayed_data WRITE_MS [READ_MS]: from here on the pool's data device is rt_data, a dm-delay
+# over DATA_DEV that holds every write (zeroing and copying by kcopyd included) for WRITE_MS
+# ms and every read for READ_MS ms (default 0); flushes pass at once.
+delayed_data() {
+	local name=rt_data
+	# (A device a hung test left behind keeps its name: take another.)
+	! dmsetup info $name >/dev/null 2>&1 || name=rt_data_$RANDOM
+	kmod dm-delay
+	dmsetup create $name --table "0 $DATA_SECTORS delay $DATA_DEV 0 ${2:-0} $DATA_DEV 0 $1 $DATA_DEV 0 0"
+	DATA_DEV=/dev/mapper/$name
+}
+
+# sync_dev NAME: fsync the thin device NAME (an empty flush reaches its target).
+sync_dev() {
+	python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.fsync(fd)' "/dev/mapper/$1"
+}
