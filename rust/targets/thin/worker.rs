@@ -231,6 +231,7 @@ impl PoolCore {
             drop(md);
             return this.deferred.lock().push(bio);
         }
+        this.check_low_water(&md);
         let dblock = match md.alloc_data_block() {
             Ok(d) => d,
             Err(PdError::NoSpace) => {
@@ -511,8 +512,15 @@ impl PoolCore {
         {
             let mut md = this.md.write();
             if this.mode() != Mode::Write {
+                // As dm-thin: a pool that cannot change its metadata completes discards as
+                // no-ops; a failed one fails them.
                 drop(md);
-                return bio.end(BlkStatus::IOERR);
+                let failed = this.mode() == Mode::Fail;
+                return bio.end(if failed {
+                    BlkStatus::IOERR
+                } else {
+                    BlkStatus::OK
+                });
             }
             // A block of the range is being provisioned or unmapped: wait for it.
             bio = match md.prison.park(&key, bio) {
@@ -548,8 +556,11 @@ impl PoolCore {
         let dev = bio.per_bio().thin.dev_id;
         let (status, waiters) = {
             let mut md = this.md.write();
-            let status = if this.mode() != Mode::Write {
+            let status = if this.mode() == Mode::Fail {
                 BlkStatus::IOERR
+            } else if this.mode() != Mode::Write {
+                // The pool went read-only meanwhile: a no-op, as above.
+                BlkStatus::OK
             } else if let Err(err) = md.remove_range(dev, begin, end) {
                 this.metadata_failed(&mut md, "dm_thin_remove_range", err);
                 BlkStatus::IOERR
