@@ -4,7 +4,7 @@
 set -u
 cd "$(dirname "$0")"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(rlinear pool thin thin_io)
+[ ${#suites[@]} -gt 0 ] || suites=(rlinear pool thin thin_io parity)
 out=$RTHIN_RESULTS/ktap.txt
 : >"$out"
 echo "rthin guest: kernel $(uname -r), $(nproc) cpus" >&2

@@ -12,17 +12,6 @@ here=${here:-$(cd "$(dirname "$0")" && pwd)}
 . "$here/lib.sh"        # (it changes into a scratch directory)
 . "$here/thin_lib.sh"
 
-# no_periodic_commits: rthin commits only when asked to (flush, FUA, message, suspend) for
-# the rest of the test. Upstream has no such knob: its 1 s commit stays, which can only make
-# a test pass that would otherwise fail, never the other way round.
-no_periodic_commits() {
-	upstream && return 0
-	[ -w /sys/module/rthin/parameters/commit_period_ms ] ||
-		{ echo "this rthin has no commit_period_ms: its 1 s commits stay"; return 0; }
-	echo 0 >/sys/module/rthin/parameters/commit_period_ms
-	trap 'echo 1000 >/sys/module/rthin/parameters/commit_period_ms' EXIT
-}
-
 # delayed_data WRITE_MS [READ_MS]: from here on the pool's data device is rt_data, a dm-delay
 # over DATA_DEV that holds every write (zeroing and copying by kcopyd included) for WRITE_MS
 # ms and every read for READ_MS ms (default 0); flushes pass at once.
