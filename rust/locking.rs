@@ -12,6 +12,7 @@
 //! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioRwSem`] over `MdState`) | rw_semaphore; a NOIO allocation scope while held | process context: shared by `map` of a thin device and status lookups; exclusive for the pool worker, kcopyd's completion work of the pool's client (mapping a block it prepared), messages, commits, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
 //! | 2b | a pool's idle lock (`PoolCore::idle_lock`, a kernel `Mutex<()>`) | mutex, a leaf | process context: a suspending pool waiting for the cells to close; the worker (under rank 2) waking it | nothing but the condvar's wait: `PoolCore::busy` is an atomic |
 //! | 2c | a pool's pending-stamp list (`BufioBm::pending` in `targets/metadata.rs`, a kernel `Mutex`) | mutex, a leaf | process context: a metadata block's write unlock, a flush or abort (all under rank 2, or in a pool's constructor before rank 2 exists) | the metadata blocks changed in this transaction and not yet stamped with their checksum |
+//! | 2d | a pool's bound table (`PoolCore::table` in `targets/thin/pool.rs`, a kernel `Mutex`) | mutex | process context, no other rthin lock held: a pool table's preresume (binding it) and destructor (unbinding it), raising the pool's pending event (the worker after its pass, a message or status after the metadata lock is dropped) | which table gets the pool's events; dm's event mutex (`_event_lock`, in `dm_table_event`) is taken under it, and nothing of rthin's |
 //! | 3 | the pool registry (`POOLS` in `targets/pool.rs`, a [`crate::dm::sync::GlobalRwLock`]) | rw_semaphore, global | process context: pool and thin constructors, the release of a pool's user (a table's or thin's destructor) | which pools exist, keyed by their mapped device, and how many users (tables, open thins) each has |
 //! | 4 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]: `PoolCore::deferred`, `PoolCore::prepared`, `PoolCore::all_io`, `PoolCore::shared_read`) | spinlock, irqs off | any context, bio completion included | intrusive bio lists, a flag, in-flight counts by epoch; never held across IO, allocation or a wait |
 //!
@@ -57,6 +58,10 @@
 //!   A kernel `Arc` is dropped only where its last drop may destroy the object: the metadata
 //!   device's `Arc<BlockDevice>`, shared by a pool and its dm-bufio client, goes with the
 //!   pool.
+//! - A pool's events (`dm_table_event`: a mode change, a low water mark crossed) are decided
+//!   under the metadata lock but raised after it is dropped, under the bound-table lock
+//!   (2d) alone: dm's event callback takes dm's own locks, and an rthin lock under them
+//!   would tie rthin's hierarchy to dm's.
 //! - Nothing is allocated while a rank-4 lock is held: bio lists link through the bios
 //!   themselves. Work on the pool's workqueue runs in a NOIO allocation scope, so an
 //!   allocation there never recurses into IO on the device waiting for it.

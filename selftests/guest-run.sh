@@ -10,7 +10,7 @@
 # A suite in the lists below may carry VAR=VALUE settings for its run, after its name.
 set -u
 cd "$(dirname "$0")"
-check=(rlinear pool thin thin_io "seeds SEEDS_ONLY=_rthin$" "fuzz_table FUZZ_CASES=1000 FUZZ_DMSETUP_CASES=40")
+check=(rlinear pool thin thin_io parity "seeds SEEDS_ONLY=_rthin$" "fuzz_table FUZZ_CASES=1000 FUZZ_DMSETUP_CASES=40")
 long=("seeds SEEDS_ONLY=_dmthin$" "fuzz_table FUZZ_CASES=12000 FUZZ_DMSETUP_CASES=300")
 suites=("$@")
 if [ "${1:-}" = --long ]; then

@@ -259,7 +259,8 @@ pub(crate) fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
 /// # Invariants
 ///
 /// `ptr` is a valid bio that only this value may touch, until it is submitted or ended; its
-/// per-bio area holds a live `P`.
+/// per-bio area holds a live `P`. It is a clone dm made for a target (taken over in `map` or
+/// `end_io` by [`Bio::take`], the only way to make one).
 pub struct OwnedBio<P> {
     ptr: NonNull<bindings::bio>,
     _p: PhantomData<P>,
@@ -304,10 +305,15 @@ impl<P> OwnedBio<P> {
     }
 
     /// Submits the (remapped) bio to its device. It comes back to the target's `end_io`.
+    ///
+    /// It goes through `dm_submit_bio_remap`, as dm's own submission of a remapped bio, so
+    /// that the IO accounting of a target with `accounts_remapped_io` starts here.
     pub fn submit(self) {
         let p = self.into_raw();
-        // SAFETY: the bio is valid and ours; submitting hands it to the block layer.
-        unsafe { bindings::submit_bio_noacct(p) };
+        // SAFETY: the bio is valid and ours, and a clone dm made for the target (type
+        // invariant), which is what `dm_submit_bio_remap` takes;
+        // a null second argument submits the clone itself, handing it to the block layer.
+        unsafe { bindings::dm_submit_bio_remap(p, ptr::null_mut()) };
     }
 
     /// Ends the bio with `status` (any context). It goes through the target's `end_io`.

@@ -97,6 +97,13 @@ impl DmDev {
         // SAFETY: the block device is held open through `dev`.
         unsafe { bindings::rthin_bdev_nr_sectors(self.bdev()) }
     }
+
+    /// The largest discard the device takes, in sectors (`bdev_max_discard_sectors`); 0 if it
+    /// cannot discard.
+    pub fn max_discard_sectors(&self) -> u32 {
+        // SAFETY: the block device is held open through `dev`; its queue lives as long.
+        unsafe { bindings::rthin_bdev_max_discard_sectors(self.bdev()) }
+    }
 }
 
 impl Drop for DmDev {

@@ -17,6 +17,11 @@ sector_t rthin_bdev_nr_sectors(struct block_device *bdev)
 	return bdev_nr_sectors(bdev);
 }
 
+unsigned int rthin_bdev_max_discard_sectors(struct block_device *bdev)
+{
+	return bdev_max_discard_sectors(bdev);
+}
+
 void rthin_init_completion(struct completion *x)
 {
 	init_completion(x);

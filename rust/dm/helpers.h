@@ -17,6 +17,7 @@
 
 void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev);
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev);
+unsigned int rthin_bdev_max_discard_sectors(struct block_device *bdev);
 
 void rthin_init_completion(struct completion *x);
 void rthin_might_sleep(void);

@@ -29,6 +29,6 @@ pub use bio::{Bio, BioList, BlkStatus, Op, OwnedBio};
 pub use device::DmDev;
 pub use status::StatusWriter;
 pub use target::{
-    Args, Callout, Ctr, CtrError, EndIo, MapResult, QueueLimits, Registration, StatusType, Target,
-    TargetInfo,
+    Args, Callout, Ctr, CtrError, EndIo, MapResult, QueueLimits, Registration, StatusType,
+    TableRef, Target, TargetInfo,
 };

@@ -11,7 +11,7 @@ use super::{
     bindings,
     bio::{per_bio_ptr, per_bio_size, Bio, BlkStatus, Taken},
     device::{DmDev, TargetAnchor},
-    lifetime::Owner,
+    lifetime::{Owner, Ref},
     status::StatusWriter,
 };
 use core::{
@@ -159,7 +159,18 @@ impl TargetInfo {
     pub fn offset(&self, sector: u64) -> u64 {
         sector.wrapping_sub(self.begin())
     }
+
+    /// Whether the target's mapped device is suspended (`dm_suspended`).
+    pub fn is_suspended(&self) -> bool {
+        // SAFETY: the target is valid (type invariant), and so its table's mapped device.
+        unsafe { bindings::dm_suspended(self.raw()) != 0 }
+    }
 }
+
+/// The `flags` of [`Target::status`]: the caller asked not to flush anything for the status
+/// (`dmsetup status --noflush`). dm's `DM_STATUS_NOFLUSH_FLAG`, defined in `drivers/md/dm.h`,
+/// which is private to dm, so not in the bindings.
+pub const STATUS_NOFLUSH: u32 = 1 << 0;
 
 /// The arguments of a table line or a message, as C strings.
 ///
@@ -243,9 +254,9 @@ impl Ctr<'_> {
         unsafe { TargetInfo::from_raw(self.ti.as_ptr()) }
     }
 
-    /// Opens `path` (a `/dev` path or `major:minor`) with the table's mode.
-    pub fn get_device(&mut self, path: &CStr) -> Result<DmDev> {
-        let anchor = match &self.anchor {
+    /// A reference to the target's anchor, made with the first one asked for.
+    fn anchor(&mut self) -> Result<Ref<TargetAnchor>> {
+        Ok(match &self.anchor {
             Some(a) => a.get(),
             None => {
                 let a = Owner::new(TargetAnchor, GFP_KERNEL)?;
@@ -253,7 +264,26 @@ impl Ctr<'_> {
                 self.anchor = Some(a);
                 r
             }
-        };
+        })
+    }
+
+    /// A handle to the target's table, for raising events on it later ([`TableRef`]).
+    pub fn table_ref(&mut self) -> Result<TableRef> {
+        let anchor = self.anchor()?;
+        // SAFETY: `ti` is valid while the constructor runs; its table is set before.
+        let table = unsafe { (*self.ti.as_ptr()).table };
+        let table = NonNull::new(table).ok_or(EINVAL)?;
+        // INVARIANT: `table` is the target's table, which dm frees only after the target's
+        // destructor, which waits for `anchor` (see `DmDev`).
+        Ok(TableRef {
+            table,
+            _anchor: anchor,
+        })
+    }
+
+    /// Opens `path` (a `/dev` path or `major:minor`) with the table's mode.
+    pub fn get_device(&mut self, path: &CStr) -> Result<DmDev> {
+        let anchor = self.anchor()?;
         let ti = self.ti.as_ptr();
         let mut dev: *mut bindings::dm_dev = ptr::null_mut();
         // SAFETY: `ti` is a valid target under construction, `path` a valid string and `dev`
@@ -319,6 +349,19 @@ impl Ctr<'_> {
         self.with(|ti| ti.set_discards_supported(on));
     }
 
+    /// Whether swap bios to the target count against dm's limit of swap bios in flight
+    /// (`limit_swap_bios`, the `swap_bios` parameter of dm-mod).
+    pub fn set_limit_swap_bios(&mut self, on: bool) {
+        self.with(|ti| ti.set_limit_swap_bios(on));
+    }
+
+    /// Whether the IO accounting of a bio the target takes over ([`MapResult::Submitted`])
+    /// starts when the target submits it remapped ([`super::OwnedBio::submit`]), not when
+    /// `map` returns (`accounts_remapped_io`).
+    pub fn set_accounts_remapped_io(&mut self, on: bool) {
+        self.with(|ti| ti.set_accounts_remapped_io(on));
+    }
+
     /// Splits bios so that none crosses a multiple of `sectors`.
     pub fn set_max_io_len(&mut self, sectors: u64) -> Result {
         // SAFETY: `ti` is valid while the constructor runs.
@@ -327,6 +370,58 @@ impl Ctr<'_> {
             return Err(Error::from_errno(ret));
         }
         Ok(())
+    }
+}
+
+/// A handle to the table a target belongs to, for raising events on it (`dm_table_event`)
+/// from outside the target's callbacks (from a worker, or from state that outlives the
+/// table). Made by [`Ctr::table_ref`].
+///
+/// As a [`DmDev`], it holds a reference to the target's anchor: the target's destructor waits
+/// until every handle is dropped, so a handle kept anywhere never outlives the table; kept
+/// forever, it keeps the destructor waiting, which the hung-task detector makes visible.
+///
+/// # Invariants
+///
+/// `table` is the table of the target whose anchor `_anchor` refers to: valid while the
+/// handle lives.
+pub struct TableRef {
+    table: NonNull<bindings::dm_table>,
+    _anchor: Ref<TargetAnchor>,
+}
+
+// SAFETY: the handle only calls `dm_table_event`, which may be called from any thread (it
+// takes dm's event mutex), and compares the table's address.
+unsafe impl Send for TableRef {}
+// SAFETY: as above; no method changes the handle.
+unsafe impl Sync for TableRef {}
+
+impl TableRef {
+    /// Raises an event on the table (`dm_table_event`): if it is its device's live table, the
+    /// device's event counter goes up, waking `dmsetup wait` and dmeventd. Process context;
+    /// it takes dm's event mutex, so the caller should hold no lock that dm's event callback
+    /// could need.
+    pub fn raise_event(&self) {
+        // SAFETY: `might_sleep` has no preconditions.
+        unsafe { bindings::rthin_might_sleep() };
+        // SAFETY: the table is valid (type invariant); a table not bound to its device has no
+        // event callback, and then this does nothing.
+        unsafe { bindings::dm_table_event(self.table.as_ptr()) };
+    }
+
+    /// Whether `other` is a handle to the same table.
+    pub fn same_table(&self, other: &TableRef) -> bool {
+        self.table == other.table
+    }
+}
+
+impl Clone for TableRef {
+    fn clone(&self) -> Self {
+        // INVARIANT: the same table, and another reference to the same anchor.
+        Self {
+            table: self.table,
+            _anchor: self._anchor.clone(),
+        }
     }
 }
 
@@ -360,6 +455,21 @@ impl QueueLimits<'_> {
     /// Minimum IO size in bytes.
     pub fn io_min(&self) -> u32 {
         self.limits.io_min
+    }
+
+    /// Optimal IO size in bytes.
+    pub fn io_opt(&self) -> u32 {
+        self.limits.io_opt
+    }
+
+    /// Largest IO, in sectors.
+    pub fn max_sectors(&self) -> u32 {
+        self.limits.max_sectors
+    }
+
+    /// Sets the largest IO, in sectors.
+    pub fn set_max_sectors(&mut self, sectors: u32) {
+        self.limits.max_sectors = sectors;
     }
 
     /// Sets the minimum IO size in bytes.

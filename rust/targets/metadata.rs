@@ -34,9 +34,14 @@ use kernel::{
     sync::Mutex,
 };
 
-/// Metadata devices above this many blocks are used only up to it (dm-thin's limit: 255 index
-/// entries of 16 Ki blocks, about 16 GiB).
-pub const MAX_METADATA_BLOCKS: u64 = 255 * (1 << 14);
+/// Metadata devices above this many blocks are used only up to it: dm-thin's limit
+/// (`DM_SM_METADATA_MAX_BLOCKS`), what 255 space map bitmaps of 16320 blocks each can count,
+/// 4161600 blocks, just under 16 GiB.
+pub const MAX_METADATA_BLOCKS: u64 = 255 * ((1 << 14) - 64);
+
+/// dm-thin warns about a metadata device larger than 16 GiB, in sectors (its
+/// `THIN_METADATA_MAX_SECTORS_WARNING`).
+pub const METADATA_WARN_SECTORS: u64 = 16 * (1 << 30) / 512;
 
 /// Changed blocks waiting to be stamped, with their validators.
 type Pending = KVec<(u64, Validator)>;

@@ -219,8 +219,15 @@ impl Target for Thin {
         ctr.set_max_io_len(spb)
             .map_err(|e| CtrError::new(e, c_str!("Invalid block size for max io len")))?;
         ctr.set_num_flush_bios(1);
+        ctr.set_limit_swap_bios(true);
         ctr.set_flush_supported(true);
+        // The IO accounting of a bio the worker serves starts when it is sent to its data
+        // block, as dm-thin's (not while it waits for the worker, a cell or a resume).
+        ctr.set_accounts_remapped_io(true);
         if discard {
+            // A discard unmaps blocks whatever the data device can do: thin devices take
+            // discards even when it takes none (`discards_supported`), as dm-thin's.
+            ctr.set_discards_supported(true);
             ctr.set_num_discard_bios(1);
             ctr.set_max_discard_granularity(true);
         }

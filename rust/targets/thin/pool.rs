@@ -41,16 +41,16 @@ use crate::dm::{
     kvec::swap_remove,
     lifetime::{Owner, Ref},
     sync::{commit_period_ms, msleep, GlobalRwLock, IrqSpinLock, NoioRwSem},
-    target::{features, parse_u64},
+    target::{features, parse_u64, STATUS_NOFLUSH},
     workqueue::{jiffies, msecs_to_jiffies, DelayedWork, DelayedWorkItem, Workqueue},
     Args, Bio, BioList, BlockDevice, Callout, Ctr, CtrError, DmDev, MapResult, OwnedBio,
-    StatusType, StatusWriter, Target, TargetInfo,
+    QueueLimits, StatusType, StatusWriter, TableRef, Target, TargetInfo,
 };
 use crate::pdata::{
     thin::{DATA_BLOCK_SIZE_MAX, DATA_BLOCK_SIZE_MIN, MAX_DEV_ID},
     PoolMetadata,
 };
-use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS};
+use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS, METADATA_WARN_SECTORS};
 use crate::{dm_err, dm_warn};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use core::{
@@ -146,13 +146,18 @@ impl Features {
     }
 }
 
-/// The pool's modes, as dm-thin's (those the control plane has). A pool only moves to a
-/// worse mode; a table reload starts afresh.
+/// The pool's modes, as dm-thin's (those the control plane has), from best to worst. The IO
+/// path only moves a pool to a worse mode; binding a table (its preresume) sets the mode the
+/// table asks for, as dm-thin's `set_pool_mode` allows it (see [`PoolCore::set_mode`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Mode {
     Write = 0,
-    ReadOnly = 1,
-    Fail = 2,
+    /// dm-thin's out-of-metadata-space mode: a commit left no free metadata block outside the
+    /// reserve ([`metadata_reserve`]). It behaves as read-only, and is left by binding a new
+    /// table (the next commit checks again).
+    OutOfMetadataSpace = 1,
+    ReadOnly = 2,
+    Fail = 3,
 }
 
 /// The mapped device's name, as dm prints it (`major:minor`), kept for log lines written where
@@ -331,6 +336,23 @@ pub(crate) struct PoolCore {
     pub(crate) features: AtomicU8,
     /// When the metadata was last committed, in jiffies.
     last_commit: AtomicU64,
+    /// The bound table's data low water mark, in blocks.
+    low_water_blocks: AtomicU64,
+    /// The data low water mark was crossed since the pool last resumed (one event for it).
+    low_water_triggered: AtomicBool,
+    /// The bound table's metadata low water mark, in blocks.
+    metadata_threshold: AtomicU64,
+    /// The free metadata blocks were at or below `metadata_threshold` when last looked at
+    /// (the event is raised when they go below it).
+    metadata_low: AtomicBool,
+    /// An event is due on the pool's table; raised with no lock held
+    /// ([`PoolCore::raise_pending_event`]).
+    event_pending: AtomicBool,
+    /// The table bound last (by its preresume), which gets the pool's events, as dm-thin's
+    /// `pool->ti`; its destructor takes it out (rank 3b in [`crate::locking`]: taken with no
+    /// other rthin lock held; dm's event mutex is taken under it).
+    #[pin]
+    table: Mutex<Option<TableRef>>,
     pub(crate) name: DevName,
     pub(crate) sectors_per_block: u32,
     pub(crate) wq: Workqueue,
@@ -365,6 +387,7 @@ impl DelayedWorkItem for PoolCore {
         {
             this.commit();
         }
+        this.raise_pending_event();
         if this.active.load(Ordering::Acquire) {
             let _ = this
                 .wq
@@ -383,22 +406,102 @@ impl PoolCore {
     pub(crate) fn mode(&self) -> Mode {
         match self.mode.load(Ordering::Acquire) {
             0 => Mode::Write,
-            1 => Mode::ReadOnly,
+            1 => Mode::OutOfMetadataSpace,
+            2 => Mode::ReadOnly,
             _ => Mode::Fail,
         }
     }
 
-    /// Moves to a worse mode (never back), with dm-thin's log line.
+    /// Moves to a worse mode (never back).
     pub(crate) fn degrade(&self, md: &mut PoolMetadata<BufioBm>, to: Mode) {
-        if to <= self.mode() {
-            return;
+        if to > self.mode() {
+            self.set_mode(md, to);
         }
-        match to {
-            Mode::ReadOnly => dm_err!(PREFIX, "{}: switching pool to read-only mode", self.name),
-            _ => dm_err!(PREFIX, "{}: switching pool to failure mode", self.name),
+    }
+
+    /// Sets the pool's mode (the metadata lock held), with dm-thin's rules: a pool whose
+    /// metadata needs checking never goes (back) to write mode, and a failed pool stays
+    /// failed. A change is logged, as dm-thin's.
+    pub(crate) fn set_mode(&self, md: &mut PoolMetadata<BufioBm>, want: Mode) {
+        let old = self.mode();
+        let mut new = want;
+        if new == Mode::Write && md.needs_check() {
+            dm_err!(
+                PREFIX,
+                "{}: unable to switch pool to write mode until repaired.",
+                self.name
+            );
+            new = if old != Mode::Write {
+                old
+            } else {
+                Mode::ReadOnly
+            };
         }
-        md.set_read_only(true);
-        self.mode.store(to as u8, Ordering::Release);
+        if old == Mode::Fail {
+            new = Mode::Fail;
+        }
+        md.set_read_only(new != Mode::Write);
+        self.mode.store(new as u8, Ordering::Release);
+        if new != old {
+            // As dm-thin, every mode change is an event (raised once the lock is gone).
+            self.event_pending.store(true, Ordering::Release);
+            let desc = match new {
+                Mode::Write => "write",
+                Mode::OutOfMetadataSpace | Mode::ReadOnly => "read-only",
+                Mode::Fail => "failure",
+            };
+            dm_err!(PREFIX, "{}: switching pool to {} mode", self.name, desc);
+        }
+    }
+
+    /// Raises the event the pool owes its table, if any (no lock held, process context).
+    pub(crate) fn raise_pending_event(&self) {
+        if self.event_pending.swap(false, Ordering::AcqRel) {
+            if let Some(t) = &*self.table.lock() {
+                t.raise_event();
+            }
+        }
+    }
+
+    /// Before a data block is allocated: a pool whose free data blocks are down to the low
+    /// water mark raises an event, once until it resumes again, as dm-thin's
+    /// `check_low_water_mark`.
+    pub(crate) fn check_low_water(&self, md: &MdState) {
+        if md.free_data_blocks() <= self.low_water_blocks.load(Ordering::Relaxed)
+            && !self.low_water_triggered.swap(true, Ordering::AcqRel)
+        {
+            dm_warn!(
+                PREFIX,
+                "{}: reached low water mark for data device: sending event.",
+                self.name
+            );
+            self.event_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// After a commit: free metadata blocks that went down to the metadata low water mark
+    /// raise an event (dm-thin's metadata space map threshold, which it looks at when it
+    /// allocates a block; rthin at each commit). And with no free block left outside the
+    /// reserve, the pool goes to out-of-metadata-space mode, as dm-thin's
+    /// `check_for_metadata_space`.
+    fn check_metadata_space(&self, md: &mut MdState) {
+        let raw_free = md.free_metadata_blocks();
+        let low = raw_free <= self.metadata_threshold.load(Ordering::Relaxed);
+        if low && !self.metadata_low.swap(low, Ordering::AcqRel) {
+            dm_warn!(
+                PREFIX,
+                "{}: reached low water mark for metadata device: sending event.",
+                self.name
+            );
+            self.event_pending.store(true, Ordering::Release);
+        } else if !low {
+            self.metadata_low.store(false, Ordering::Release);
+        }
+        let free = raw_free.saturating_sub(metadata_reserve(md.nr_metadata_blocks()));
+        if free == 0 && self.mode() == Mode::Write {
+            dm_err!(PREFIX, "No free metadata blocks");
+            self.set_mode(&mut md.pmd, Mode::OutOfMetadataSpace);
+        }
     }
 
     /// A metadata operation failed: roll back to the last commit and stop writing, as
@@ -466,6 +569,7 @@ impl PoolCore {
                 for d in md.open.iter_mut() {
                     d.changed = false;
                 }
+                self.check_metadata_space(md);
                 Ok(())
             }
             Err(e) => {
@@ -701,18 +805,39 @@ fn match_pool(
 }
 
 /// An `rthin-pool` target: one table of a pool.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub struct Pool {
     metadata_dev: DmDev,
     data_dev: DmDev,
     sectors_per_block: u32,
     low_water_blocks: u64,
     features: Features,
+    /// Discards are passed down to the data device: asked for (neither `ignore_discard` nor
+    /// `no_discard_passdown`), and the data device takes discards of a whole block (decided
+    /// in `io_hints`, as dm-thin's `disable_discard_passdown_if_not_supported`).
+    passdown: AtomicBool,
+    /// This table was bound to the pool (its preresume ran) before: a resume of it keeps the
+    /// pool's mode, as dm-thin's `bind_control_target` does with the table's adjusted mode.
+    bound: AtomicBool,
+    /// This table, for the pool's events once it is bound.
+    table: TableRef,
     metadata_threshold: u64,
     /// Data blocks the pool target's length gives: the size of the data space.
     target_blocks: u64,
     /// The pool; dropping this table's use of it (in the destructor) may shut it down.
     core: PoolUse,
+}
+
+#[pinned_drop]
+impl PinnedDrop for Pool {
+    /// The pool's events go nowhere once its bound table is gone (as dm-thin's
+    /// `unbind_control_target`): the table's handle must go before the table does.
+    fn drop(self: Pin<&mut Self>) {
+        let mut bound = self.core.table.lock();
+        if bound.as_ref().is_some_and(|t| t.same_table(&self.table)) {
+            *bound = None;
+        }
+    }
 }
 
 const NO_MD: &CStr = c_str!("Error creating metadata object");
@@ -794,6 +919,12 @@ impl PoolCore {
                 out_of_space: AtomicBool::new(false),
                 features: AtomicU8::new(features.bits()),
                 last_commit: AtomicU64::new(jiffies()),
+                low_water_blocks: AtomicU64::new(0),
+                low_water_triggered: AtomicBool::new(false),
+                metadata_threshold: AtomicU64::new(0),
+                metadata_low: AtomicBool::new(false),
+                event_pending: AtomicBool::new(false),
+                table <- kernel::new_mutex!(None, "rthin_pool_table"),
                 name: DevName::new(name),
                 sectors_per_block,
                 wq,
@@ -827,13 +958,31 @@ impl Target for Pool {
         if argv.len() < 4 {
             return Err(CtrError::new(EINVAL, c_str!("Invalid argument count")));
         }
+        // The metadata and the data device must differ. dm-thin compares the two arguments
+        // as strings; rthin also refuses two names of one device (below, once both are open).
+        const SAME_DEVICE: CtrError =
+            CtrError::new(EINVAL, c_str!("Error setting metadata or data device"));
+        if argv[0].as_bytes() == argv[1].as_bytes() {
+            return Err(SAME_DEVICE);
+        }
         let features = Features::parse(&argv[4..])?;
         let metadata_dev = ctr
             .get_device(argv[0])
             .map_err(|e| CtrError::new(e, c_str!("Error opening metadata block device")))?;
+        if metadata_dev.nr_sectors() > METADATA_WARN_SECTORS {
+            dm_warn!(
+                PREFIX,
+                "Metadata device {} is larger than {} sectors: excess space will not be used.",
+                metadata_dev.name(),
+                MAX_METADATA_BLOCKS * 8
+            );
+        }
         let data_dev = ctr
             .get_device(argv[1])
             .map_err(|e| CtrError::new(e, c_str!("Error getting data device")))?;
+        if metadata_dev.devt() == data_dev.devt() {
+            return Err(SAME_DEVICE);
+        }
         let sectors_per_block = parse_u64(argv[2])
             .filter(|&b| {
                 (u64::from(DATA_BLOCK_SIZE_MIN)..=u64::from(DATA_BLOCK_SIZE_MAX)).contains(&b)
@@ -866,6 +1015,14 @@ impl Target for Pool {
             }
             if let Some(i) = match_pool(&pools, pool_md, meta, data)? {
                 check_block_size(pools[i].core.sectors_per_block, sectors_per_block)?;
+                // As dm-thin: whether the pool takes discards is fixed by its first table (thin
+                // devices set their discard support when they are opened).
+                if features.ignore_discard == pools[i].core.has_feature(FEAT_DISCARD) {
+                    return Err(CtrError::new(
+                        EINVAL,
+                        c_str!("Discard support cannot be disabled once enabled"),
+                    ));
+                }
                 break add_user(&mut pools[i]);
             }
             let core = PoolCore::create(
@@ -890,6 +1047,7 @@ impl Target for Pool {
             let last = pools.len() - 1;
             break add_user(&mut pools[last]);
         };
+        let table = ctr.table_ref().map_err(|e| CtrError::new(e, NO_POOL))?;
         // The metadata lock is taken in `map`, so under memory reclaim too: tell lockdep, so
         // that an allocation under it that could recurse into reclaim is reported at once.
         core.md.taken_in_reclaim();
@@ -901,6 +1059,11 @@ impl Target for Pool {
                 sectors_per_block,
                 low_water_blocks,
                 features,
+                passdown: AtomicBool::new(
+                    !features.ignore_discard && !features.no_discard_passdown
+                ),
+                bound: AtomicBool::new(false),
+                table,
                 metadata_threshold,
                 target_blocks: nr_data_blocks,
                 core,
@@ -909,8 +1072,14 @@ impl Target for Pool {
         )
         .map_err(|_| CtrError::new(ENOMEM, NO_POOL))?;
         ctr.set_num_flush_bios(1);
-        if !features.ignore_discard {
+        ctr.set_limit_swap_bios(true);
+        // As dm-thin: the pool device itself takes discards (sent on to the data device) only
+        // when they are passed down; its limits are the data device's, whatever thin devices'
+        // are ("discards supported" keeps dm from stacking them).
+        if !features.ignore_discard && !features.no_discard_passdown {
             ctr.set_num_discard_bios(1);
+            ctr.set_discards_supported(true);
+            ctr.set_max_discard_granularity(true);
         }
         Ok(pool)
     }
@@ -955,6 +1124,9 @@ impl Target for Pool {
     }
 
     fn resume(this: Pin<&Self>) {
+        this.core
+            .low_water_triggered
+            .store(false, Ordering::Release);
         this.core.suspended.store(false, Ordering::Release);
         // Serve what thin devices sent while the pool was suspended.
         let core = this.core.core_ref();
@@ -974,19 +1146,30 @@ impl Target for Pool {
     }
 
     fn preresume(this: Pin<&Self>) -> Result {
+        // The pool's events go to this table from now on.
+        *this.core.table.lock() = Some(this.table.clone());
         let mut md = this.core.md.write();
-        // This table becomes the pool's: its features rule the IO path, and its read_only
-        // flag the mode (a failed pool stays failed, and one that needs checking read-only).
+        // This table becomes the pool's: its features rule the IO path, and, the first time
+        // it is bound, its read_only flag the mode (a failed pool stays failed, and one whose
+        // metadata needs checking read-only, as dm-thin's `bind_control_target`); a resume of
+        // a table bound before keeps the pool's mode.
         this.core
             .features
             .store(this.features.bits(), Ordering::Relaxed);
-        let mode = this.core.mode();
-        if this.features.read_only {
-            this.core.degrade(&mut md, Mode::ReadOnly);
-        } else if mode == Mode::ReadOnly && !md.needs_check() && !md.failed() {
-            md.set_read_only(false);
-            this.core.mode.store(Mode::Write as u8, Ordering::Release);
-        }
+        this.core
+            .low_water_blocks
+            .store(this.low_water_blocks, Ordering::Relaxed);
+        this.core
+            .metadata_threshold
+            .store(this.metadata_threshold, Ordering::Relaxed);
+        let mode = if this.bound.swap(true, Ordering::AcqRel) {
+            this.core.mode()
+        } else if this.features.read_only {
+            Mode::ReadOnly
+        } else {
+            Mode::Write
+        };
+        this.core.set_mode(&mut md, mode);
         // The data space is as large as the pool target: grow it to a longer table.
         let (have, want) = (md.nr_data_blocks(), this.target_blocks);
         if want < have {
@@ -998,7 +1181,14 @@ impl Target for Pool {
             );
             return Err(EINVAL);
         }
-        if want > have {
+        if want > have && md.needs_check() {
+            // As dm-thin: the table is taken, the data space stays as it is.
+            dm_err!(
+                PREFIX,
+                "{}: unable to grow the data device until repaired.",
+                this.core.name
+            );
+        } else if want > have {
             if this.core.mode() != Mode::Write {
                 dm_err!(
                     PREFIX,
@@ -1020,11 +1210,18 @@ impl Target for Pool {
 
     fn status(
         this: Pin<&Self>,
-        _ti: &TargetInfo,
+        ti: &TargetInfo,
         kind: StatusType,
-        _flags: u32,
+        flags: u32,
         out: &mut StatusWriter<'_>,
     ) {
+        // As dm-thin, an INFO status commits first, so that its counts are those on disk,
+        // unless the caller asked for no flush or the pool is suspended (which committed).
+        // `commit` does nothing in a mode other than write, or with nothing to commit.
+        if kind == StatusType::Info && flags & STATUS_NOFLUSH == 0 && !ti.is_suspended() {
+            this.core.commit();
+            this.core.raise_pending_event();
+        }
         let _ = match kind {
             StatusType::Info => Self::info(&this, out),
             StatusType::Table => write!(
@@ -1156,7 +1353,10 @@ impl Target for Pool {
             Err(EINVAL)
         };
         if r.is_ok() {
-            this.core.commit_locked(&mut md)?;
+            let c = this.core.commit_locked(&mut md);
+            drop(md);
+            this.core.raise_pending_event();
+            c?;
         }
         r
     }
@@ -1164,12 +1364,72 @@ impl Target for Pool {
     fn iterate_devices(this: Pin<&Self>, ti: &TargetInfo, callout: &mut Callout<'_>) -> i32 {
         callout.call(&this.data_dev, 0, ti.len())
     }
+
+    /// As dm-thin's `pool_io_hints`: IO sizes that suit the block size, and discard limits
+    /// that say whether discards are passed down.
+    fn io_hints(this: Pin<&Self>, _ti: &TargetInfo, limits: &mut QueueLimits<'_>) {
+        let spb = this.sectors_per_block;
+        let is_factor = |n: u32, of: u32| of.checked_rem(n) == Some(0);
+        // A largest IO smaller than a block becomes the largest power of two dividing the
+        // block (so that IO to a striped data device can still add up to whole stripes).
+        while limits.max_sectors() < spb && !is_factor(limits.max_sectors(), spb) {
+            let mut m = limits.max_sectors();
+            if m.is_power_of_two() {
+                m = m.saturating_sub(1);
+            }
+            match m.checked_ilog2() {
+                Some(log) => limits.set_max_sectors(1 << log),
+                None => break,
+            }
+        }
+        // Keep the stacked optimal IO size if it is a multiple of the block size.
+        let io_opt = limits.io_opt() >> 9;
+        if io_opt < spb || !is_factor(spb, io_opt) {
+            let max = limits.max_sectors();
+            limits.set_io_min(if is_factor(max, spb) {
+                max << 9
+            } else {
+                spb << 9
+            });
+            limits.set_io_opt(spb << 9);
+        }
+        if this.features.ignore_discard {
+            // dm would stack the data device's discard limits otherwise.
+            limits.set_discard_granularity(0);
+            return;
+        }
+        let mut passdown = !this.features.no_discard_passdown;
+        if passdown {
+            let max = this.data_dev.max_discard_sectors();
+            let reason = if max == 0 {
+                Some("discard unsupported")
+            } else if max < spb {
+                Some("max discard sectors smaller than a block")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                dm_warn!(
+                    PREFIX,
+                    "Data device ({}) {}: Disabling discard passdown.",
+                    this.data_dev.name(),
+                    reason
+                );
+                passdown = false;
+            }
+        }
+        this.passdown.store(passdown, Ordering::Relaxed);
+        if !passdown {
+            limits.set_max_hw_discard_sectors(0);
+        }
+    }
 }
 
-/// Metadata blocks held back from the free count: a quarter of the device, at most 4096
-/// (16 MiB), as dm-thin.
+/// Metadata blocks held back from the free count: a tenth of the metadata space, at most
+/// 4096 (16 MiB), as dm-thin's `metadata_reserve`. A commit that leaves no free block outside
+/// it puts the pool in out-of-metadata-space mode.
 fn metadata_reserve(nr_blocks: u64) -> u64 {
-    (nr_blocks / 4).min(4096)
+    (nr_blocks / 10).min(4096)
 }
 
 impl Pool {
@@ -1198,19 +1458,21 @@ impl Pool {
             0 => out.write_str("- ")?,
             root => write!(out, "{} ", root)?,
         }
-        out.write_str(if mode == Mode::ReadOnly {
-            "ro "
-        } else if self.core.out_of_space.load(Ordering::Acquire) {
-            "out_of_data_space "
-        } else {
-            "rw "
-        })?;
+        out.write_str(
+            if matches!(mode, Mode::ReadOnly | Mode::OutOfMetadataSpace) {
+                "ro "
+            } else if self.core.out_of_space.load(Ordering::Acquire) {
+                "out_of_data_space "
+            } else {
+                "rw "
+            },
+        )?;
         out.write_str(if self.features.ignore_discard {
             "ignore_discard "
-        } else if self.features.no_discard_passdown {
-            "no_discard_passdown "
-        } else {
+        } else if self.passdown.load(Ordering::Relaxed) {
             "discard_passdown "
+        } else {
+            "no_discard_passdown "
         })?;
         out.write_str(if self.features.error_if_no_space {
             "error_if_no_space "

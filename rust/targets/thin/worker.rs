@@ -284,6 +284,7 @@ impl PoolCore {
             // cell yet waits for resume (see the pool's presuspend).
             return after.defer.push(bio);
         }
+        this.check_low_water(md);
         let dblock = match md.alloc_data_block() {
             Ok(d) => d,
             Err(PdError::NoSpace) => {
@@ -555,8 +556,15 @@ impl PoolCore {
         {
             let mut md = this.md.write();
             if this.mode() != Mode::Write {
+                // As dm-thin: a pool that cannot change its metadata completes discards as
+                // no-ops; a failed one fails them.
                 drop(md);
-                return bio.end(BlkStatus::IOERR);
+                let failed = this.mode() == Mode::Fail;
+                return bio.end(if failed {
+                    BlkStatus::IOERR
+                } else {
+                    BlkStatus::OK
+                });
             }
             // A block of the range is being provisioned or unmapped: wait for it.
             bio = match md.prison.park(&key, bio) {
@@ -592,8 +600,11 @@ impl PoolCore {
         let dev = bio.per_bio().thin.dev_id;
         let (status, waiters) = {
             let mut md = this.md.write();
-            let status = if this.mode() != Mode::Write {
+            let status = if this.mode() == Mode::Fail {
                 BlkStatus::IOERR
+            } else if this.mode() != Mode::Write {
+                // The pool went read-only meanwhile: a no-op, as above.
+                BlkStatus::OK
             } else if let Err(err) = md.remove_range(dev, begin, end) {
                 this.metadata_failed(&mut md, "dm_thin_remove_range", err);
                 BlkStatus::IOERR
