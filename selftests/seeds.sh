@@ -100,23 +100,7 @@ remove_bounded() {
 }
 
 # dump_blocks METADATA DEV_ID: the virtual blocks thin_dump shows mapped in DEV_ID, one a line.
-dump_blocks() {
-	thin_dump "$1" | python3 -c '
-import sys, xml.etree.ElementTree as ET
-for d in ET.parse(sys.stdin).getroot().findall("device"):
-    if d.get("dev_id") != sys.argv[1]:
-        continue
-    for m in d:
-        if m.tag == "range_mapping":
-            b, n = int(m.get("origin_begin")), int(m.get("length"))
-        elif m.tag == "single_mapping":
-            b, n = int(m.get("origin_block")), 1
-        else:
-            continue
-        for i in range(b, b + n):
-            print(i)
-' "$2"
-}
+dump_blocks() { thin_mappings "$1" | awk -v d="$2" '$1 == d { for (i = 3; i <= NF; i++) print $i }'; }
 
 # dev_ids METADATA: the thin device ids thin_dump lists, space-separated.
 dev_ids() { dump_summary "$1" | awk '{print $2}' | paste -sd' '; }

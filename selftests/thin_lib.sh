@@ -82,13 +82,12 @@ same() {
 		fail "$1: bytes $2..+$3 differ from ${m}'s model"
 }
 
-# thin_dump's XML, reduced to one line per device: its mapped block count, the mappings
-# counted, and the virtual blocks mapped (as ranges).
-dump_summary() {
+# thin_mappings [METADATA]: for each device thin_dump lists, one line "DEV_ID MAPPED_BLOCKS
+# VBLOCK...": its id, the mapped count its details hold, and the virtual blocks it maps.
+thin_mappings() {
 	thin_dump "${1:-$META_DEV}" | python3 -c '
 import sys, xml.etree.ElementTree as ET
-r = ET.parse(sys.stdin).getroot()
-for d in r.findall("device"):
+for d in ET.parse(sys.stdin).getroot().findall("device"):
     blocks = []
     for m in d:
         if m.tag == "range_mapping":
@@ -98,7 +97,18 @@ for d in r.findall("device"):
         else:
             continue
         blocks.extend(range(b, b + n))
-    blocks.sort()
+    print(d.get("dev_id"), d.get("mapped_blocks"), *blocks)
+'
+}
+
+# thin_dump's XML, reduced to one line per device: its mapped block count, the mappings
+# counted, and the virtual blocks mapped (as ranges).
+dump_summary() {
+	thin_mappings "${1:-$META_DEV}" | python3 -c '
+import sys
+for line in sys.stdin:
+    dev, mapped, *blocks = line.split()
+    blocks = sorted(map(int, blocks))
     ranges, i = [], 0
     while i < len(blocks):
         j = i
@@ -106,7 +116,7 @@ for d in r.findall("device"):
             j += 1
         ranges.append(str(blocks[i]) if i == j else "%d-%d" % (blocks[i], blocks[j]))
         i = j + 1
-    print("device %s mapped_blocks=%s counted=%d blocks=%s" % (d.get("dev_id"), d.get("mapped_blocks"), len(blocks), ",".join(ranges) or "-"))
+    print("device %s mapped_blocks=%s counted=%d blocks=%s" % (dev, mapped, len(blocks), ",".join(ranges) or "-"))
 '
 }
 

@@ -115,15 +115,11 @@ impl PoolCore {
     /// and writes are served in batches of up to [`BATCH`], one pass under the metadata lock
     /// each; any other bio ends the batch before it, so the order of bios is kept.
     fn process_all(this: &Ref<Self>, mut bios: BioList<ThinBio>) {
-        let mut batch = BioList::new();
-        let mut n = 0;
+        let mut batch = Batch::default();
         while let Some(bio) = bios.pop() {
             // Each bio of the batch may start one provision.
-            if this.provisions.load(Ordering::Acquire) + n >= MAX_PROVISIONS {
-                if n > 0 {
-                    Self::serve_batch(this, core::mem::take(&mut batch));
-                    n = 0;
-                }
+            if this.provisions.load(Ordering::Acquire) + batch.len >= MAX_PROVISIONS {
+                batch.serve(this);
                 if this.provisions.load(Ordering::Acquire) >= MAX_PROVISIONS {
                     let mut back = BioList::new();
                     back.push(bio);
@@ -133,23 +129,17 @@ impl PoolCore {
                 }
             }
             if matches!(bio.op(), Op::Read | Op::Write) && bio.size() != 0 {
-                batch.push(bio);
-                n += 1;
-                if n == BATCH {
-                    Self::serve_batch(this, core::mem::take(&mut batch));
-                    n = 0;
+                batch.bios.push(bio);
+                batch.len += 1;
+                if batch.len == BATCH {
+                    batch.serve(this);
                 }
             } else {
-                if n > 0 {
-                    Self::serve_batch(this, core::mem::take(&mut batch));
-                    n = 0;
-                }
+                batch.serve(this);
                 Self::process(this, bio);
             }
         }
-        if n > 0 {
-            Self::serve_batch(this, batch);
-        }
+        batch.serve(this);
     }
 
     /// Serves reads and writes in one pass under the metadata lock; what needs no lock (IO,
@@ -202,12 +192,9 @@ impl PoolCore {
             }
             Op::Discard => Self::discard(this, bio, &thin),
             Op::Read | Op::Write => {
-                let mut after = After::default();
-                {
-                    let mut md = this.md.write();
-                    Self::read_write(this, &mut md, bio, &mut after);
-                }
-                after.run(this);
+                let mut one = BioList::new();
+                one.push(bio);
+                Self::serve_batch(this, one);
             }
             _ => bio.end(BlkStatus::NOTSUPP),
         }
@@ -451,91 +438,72 @@ impl PoolCore {
     /// dm-thin's `process_prepared_mapping` but without a round trip through the worker. A
     /// bio that comes for the block once the cells are released reads the zeroes or the copy,
     /// or what this bio writes; a discard waits for this bio, which is in flight.
-    fn map_prepared(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
-        let Stage::Provisioning {
-            vblock,
-            dblock,
-            origin,
-        } = bio.per_bio().stage
-        else {
-            return bio.end(BlkStatus::IOERR);
-        };
-        bio.per_bio_mut().stage = Stage::Plain;
-        let thin = bio.per_bio().thin.clone();
-        let (mapped, waiters) = {
-            let mut md = this.md.write();
-            let mapped = this.map_new_block(&mut md, thin.dev_id, vblock, dblock);
-            if mapped {
-                this.count_in_flight(bio.per_bio_mut(), false);
-            }
-            (
-                mapped,
-                this.release_cells(&mut md, thin.dev_id, vblock, origin),
-            )
-        };
-        if mapped {
-            remap(&mut bio, &thin, u64::from(this.sectors_per_block), dblock);
-            bio.submit();
-        } else {
-            bio.end(BlkStatus::IOERR);
-        }
-        Self::requeue(this, waiters);
-        // The worker may have left bios deferred with too many provisions in flight.
-        if !this.deferred.lock().is_empty() {
-            Self::kick(this);
-        }
+    fn map_prepared(this: &Ref<Self>, bio: OwnedBio<ThinBio>) {
+        let mut one = BioList::new();
+        one.push(bio);
+        let mut mapped = Mapped::default();
+        this.map_provisions(&mut this.md.write(), one, false, &mut mapped);
+        mapped.run(this);
     }
 
     /// Maps the blocks whose data is written (their bios' end, handed back), then completes
     /// their bios, after a commit if one of them asks for it.
-    fn finish_provisioning(this: &Ref<Self>, mut done: BioList<ThinBio>) {
-        let mut finished = BioList::new();
-        let mut waiters = BioList::new();
-        let mut commit = false;
-        let mut commit_failed = false;
+    fn finish_provisioning(this: &Ref<Self>, done: BioList<ThinBio>) {
+        let mut mapped = Mapped::default();
         {
             let mut md = this.md.write();
-            while let Some(mut bio) = done.pop() {
-                let Stage::Provisioning {
-                    vblock,
-                    dblock,
-                    origin,
-                } = bio.per_bio().stage
-                else {
-                    finished.push(bio);
-                    continue;
-                };
-                bio.per_bio_mut().stage = Stage::Plain;
-                let dev = bio.per_bio().thin.dev_id;
-                if !bio.status().is_ok() {
-                    // The zeroing, the copy or the write failed: give the block back.
-                    if this.mode() == Mode::Write {
-                        let _ = md.dec_data_range(dblock, dblock + 1);
-                    }
-                } else if this.map_new_block(&mut md, dev, vblock, dblock) {
-                    commit |= bio.is_fua() || bio.is_preflush();
-                } else {
-                    bio.set_status(BlkStatus::IOERR);
-                }
-                waiters.append(this.release_cells(&mut md, dev, vblock, origin));
-                finished.push(bio);
-            }
-            if commit {
-                commit_failed = this.commit_locked(&mut md).is_err();
+            this.map_provisions(&mut md, done, true, &mut mapped);
+            if mapped.commit {
+                mapped.commit_failed = this.commit_locked(&mut md).is_err();
             }
         }
-        for bio in finished {
-            let status = if commit_failed && (bio.is_fua() || bio.is_preflush()) {
-                BlkStatus::IOERR
-            } else {
-                bio.status()
+        mapped.run(this);
+    }
+
+    /// Under the metadata lock: maps the new blocks of provisions (their bios written if
+    /// `written`, or else only their blocks prepared), and releases their cells. What is
+    /// left to do once the lock is dropped goes to `out`: written bios are completed, the
+    /// others sent to their blocks.
+    fn map_provisions(
+        &self,
+        md: &mut MdState,
+        mut bios: BioList<ThinBio>,
+        written: bool,
+        out: &mut Mapped,
+    ) {
+        while let Some(mut bio) = bios.pop() {
+            let Stage::Provisioning {
+                vblock,
+                dblock,
+                origin,
+            } = bio.per_bio().stage
+            else {
+                out.finished.push(bio);
+                continue;
             };
-            bio.end(status);
-        }
-        Self::requeue(this, waiters);
-        // The worker may have left bios deferred with too many provisions in flight.
-        if !this.deferred.lock().is_empty() {
-            Self::kick(this);
+            bio.per_bio_mut().stage = Stage::Plain;
+            let dev = bio.per_bio().thin.dev_id;
+            if !bio.status().is_ok() {
+                // The zeroing, the copy or the write failed: give the block back.
+                if self.mode() == Mode::Write {
+                    let _ = md.dec_data_range(dblock, dblock + 1);
+                }
+            } else if !self.map_new_block(md, dev, vblock, dblock) {
+                bio.set_status(BlkStatus::IOERR);
+            } else if written {
+                out.commit |= bio.is_fua() || bio.is_preflush();
+            } else {
+                self.count_in_flight(bio.per_bio_mut(), false);
+                let thin = bio.per_bio().thin.clone();
+                remap(&mut bio, &thin, u64::from(self.sectors_per_block), dblock);
+                out.waiters
+                    .append(self.release_cells(md, dev, vblock, origin));
+                out.submit.push(bio);
+                continue;
+            }
+            out.waiters
+                .append(self.release_cells(md, dev, vblock, origin));
+            out.finished.push(bio);
         }
     }
 
@@ -655,6 +623,69 @@ impl JobDone for ThinBio {
             return write_new_block(bio, dblock);
         }
         PoolCore::map_prepared(&core, bio);
+    }
+}
+
+/// Reads and writes gathered by [`PoolCore::process_all`] for one pass of
+/// [`PoolCore::serve_batch`].
+#[derive(Default)]
+struct Batch {
+    bios: BioList<ThinBio>,
+    len: usize,
+}
+
+impl Batch {
+    /// Serves the bios gathered, if any, and starts a new batch.
+    fn serve(&mut self, this: &Ref<PoolCore>) {
+        if self.len > 0 {
+            self.len = 0;
+            PoolCore::serve_batch(this, core::mem::take(&mut self.bios));
+        }
+    }
+}
+
+/// Provisions whose blocks were mapped under the metadata lock, with what is left to do for
+/// them once it is dropped.
+#[derive(Default)]
+struct Mapped {
+    /// Bios whose prepared blocks were mapped, counted in flight: sent on.
+    submit: BioList<ThinBio>,
+    /// Written, or failed: completed, after the commit if one is due.
+    finished: BioList<ThinBio>,
+    /// Bios that waited in the released cells: back to the worker.
+    waiters: BioList<ThinBio>,
+    /// A written bio was FLUSH or FUA: commit before completing.
+    commit: bool,
+    /// That commit failed: FLUSH and FUA bios fail.
+    commit_failed: bool,
+}
+
+impl Mapped {
+    /// Does what was left, with no lock held.
+    fn run(self, this: &Ref<PoolCore>) {
+        let Mapped {
+            submit,
+            finished,
+            waiters,
+            commit: _,
+            commit_failed,
+        } = self;
+        for bio in submit {
+            bio.submit();
+        }
+        for bio in finished {
+            let status = if commit_failed && (bio.is_fua() || bio.is_preflush()) {
+                BlkStatus::IOERR
+            } else {
+                bio.status()
+            };
+            bio.end(status);
+        }
+        PoolCore::requeue(this, waiters);
+        // The worker may have left bios deferred with too many provisions in flight.
+        if !this.deferred.lock().is_empty() {
+            PoolCore::kick(this);
+        }
     }
 }
 
