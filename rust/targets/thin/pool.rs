@@ -349,7 +349,7 @@ pub(crate) struct PoolCore {
     /// ([`PoolCore::raise_pending_event`]).
     event_pending: AtomicBool,
     /// The table bound last (by its preresume), which gets the pool's events, as dm-thin's
-    /// `pool->ti`; its destructor takes it out (rank 3b in [`crate::locking`]: taken with no
+    /// `pool->ti`; its destructor takes it out (rank 2d in [`crate::locking`]: taken with no
     /// other rthin lock held; dm's event mutex is taken under it).
     #[pin]
     table: Mutex<Option<TableRef>>,
