@@ -8,13 +8,13 @@
 //!
 //! | rank | lock | kind | held in | protects |
 //! |------|------|------|---------|----------|
-//! | 1 | per-device (thin/rlinear target) state | — | — | none exists yet: a thin device's state is immutable after its constructor, and its in-flight bios hold [`crate::dm::lifetime::Ref`]s |
+//! | 1 | per-device (thin/rlinear target) state | — | — | none exists yet: a thin device's state is immutable after its constructor but for one atomic flag (`requeue`, set under the pool's `held` lock during a noflush suspend), and its in-flight bios hold [`crate::dm::lifetime::Ref`]s |
 //! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioRwSem`] over `MdState`) | rw_semaphore; a NOIO allocation scope while held | process context: shared by `map` of a thin device and status lookups; exclusive for the pool worker, kcopyd's completion work of the pool's client (mapping a block it prepared), messages, commits, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
 //! | 2b | a pool's idle lock (`PoolCore::idle_lock`, a kernel `Mutex<()>`) | mutex, a leaf | process context: a suspending pool waiting for the cells to close; the worker (under rank 2) waking it | nothing but the condvar's wait: `PoolCore::busy` is an atomic |
 //! | 2c | a pool's pending-stamp list (`BufioBm::pending` in `targets/metadata.rs`, a kernel `Mutex`) | mutex, a leaf | process context: a metadata block's write unlock, a flush or abort (all under rank 2, or in a pool's constructor before rank 2 exists) | the metadata blocks changed in this transaction and not yet stamped with their checksum |
 //! | 2d | a pool's bound table (`PoolCore::table` in `targets/thin/pool.rs`, a kernel `Mutex`) | mutex | process context, no other rthin lock held: a pool table's preresume (binding it) and destructor (unbinding it), raising the pool's pending event (the worker after its pass, a message or status after the metadata lock is dropped) | which table gets the pool's events; dm's event mutex (`_event_lock`, in `dm_table_event`) is taken under it, and nothing of rthin's |
 //! | 3 | the pool registry (`POOLS` in `targets/pool.rs`, a [`crate::dm::sync::GlobalRwLock`]) | rw_semaphore, global | process context: pool and thin constructors, the release of a pool's user (a table's or thin's destructor) | which pools exist, keyed by their mapped device, and how many users (tables, open thins) each has |
-//! | 4 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]: `PoolCore::deferred`, `PoolCore::prepared`, `PoolCore::all_io`, `PoolCore::shared_read`) | spinlock, irqs off | any context, bio completion included | intrusive bio lists, a flag, in-flight counts by epoch; never held across IO, allocation or a wait |
+//! | 4 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]: `PoolCore::deferred`, `PoolCore::prepared`, `PoolCore::held`, `PoolCore::all_io`, `PoolCore::shared_read`) | spinlock, irqs off | any context, bio completion included | intrusive bio lists, a flag, in-flight counts by epoch; never held across IO, allocation or a wait |
 //!
 //! Rules that come with it:
 //!
@@ -77,6 +77,13 @@
 //!   the holder of a later cell that waits for the IO in flight;
 //!   a rank-4 lock to defer a bio; and in `end_io`, rank-4 locks to count it out of flight
 //!   or to hand a provisioned bio back.
+//! - Writes held while the pool is out of data space (`PoolCore::held`, rank 4) go in only
+//!   under the metadata lock held for writing, and every path that takes them all out for
+//!   good (leaving out-of-space mode in a commit or a table bind, the no-space timeout) takes
+//!   them under it too, so none is left behind; they are handed to `deferred` (one rank-4
+//!   lock at a time) or ended (with no lock held) only after the `held` lock is dropped. A
+//!   thin's noflush presuspend takes its own held and deferred bios out under the rank-4
+//!   locks alone, and ends them with `DM_REQUEUE` after.
 //! - `rthin-pool` and its worker take the metadata lock exclusively for every metadata change
 //!   (and shared for status); the dm-bufio client, whose creation registers a shrinker, is
 //!   made before the lock exists

@@ -15,7 +15,7 @@
 
 // `PoolCore`'s initialiser has more fields than pin-init's macros expand within the default
 // limit.
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
 use kernel::prelude::*;
 

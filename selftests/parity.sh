@@ -353,6 +353,218 @@ t_events() {
 	echo "read-only: events $ev -> $(events rt_pool)"
 }
 
+# nst_param: the no_space_timeout module parameter of the pool target under test.
+nst_param() {
+	if upstream; then
+		echo /sys/module/dm_thin_pool/parameters/no_space_timeout
+	else
+		echo /sys/module/rthin/parameters/no_space_timeout
+	fi
+}
+
+# set_no_space_timeout SECS [optional]: held writes fail after SECS (0: never) for the rest of
+# the test; the old value comes back when it ends. (Never 0 here: a test that fails with a
+# write held would leave its cleanup waiting forever for that write.) With "optional", a
+# target without the parameter is no failure here: the test goes on to the behaviour it
+# checks (so that, on a module without queueing, it fails on that behaviour).
+set_no_space_timeout() {
+	local p
+	p=$(nst_param)
+	if [ ! -w "$p" ]; then
+		[ "${2:-}" = optional ] && { echo "# no $p"; return 0; }
+		fail "no $p"
+		return 1
+	fi
+	_nst_old=$(cat "$p")
+	echo "$1" >"$p"
+	trap 'echo "$_nst_old" >"$(nst_param)"' EXIT
+}
+
+# wait_mode MODE: wait (at most 10 s) until rt_pool's status says MODE.
+wait_mode() {
+	local i
+	for i in $(seq 100); do
+		[ "$(status_field rt_pool 5)" = "$1" ] && return 0
+		sleep 0.1
+	done
+	fail "pool mode $(status_field rt_pool 5), not $1 after 10 s: $(dmsetup status rt_pool)"
+}
+
+# full_pool BLOCKS: rt_pool of BLOCKS data blocks and its thin rt_thin (id 0), whose blocks
+# 0..BLOCKS-1 are written: no block is free.
+full_pool() {
+	make_pool $(($1 * BS))
+	msg create_thin 0
+	make_thin rt_thin 0
+	model_new rt_thin
+	put rt_thin 0 $(($1 * BB))
+}
+
+# held_write BLOCK: start writing one random block at BLOCK of rt_thin (direct IO) in the
+# background, its process in held_pid; held_done BLOCK: it succeeded, and rt_thin's model
+# has its data.
+held_write() {
+	head -c $BB /dev/urandom >"$TMP/held.$1"
+	dd if="$TMP/held.$1" of=/dev/mapper/rt_thin bs=$BB seek="$1" oflag=direct status=none 2>"$TMP/held.$1.err" &
+	held_pid=$!
+}
+held_done() {
+	wait "$held_pid" || { cat "$TMP/held.$1.err"; fail "the held write of block $1 failed"; return 1; }
+	dd if="$TMP/held.$1" of="$TMP/rt_thin.model" bs=$BB seek="$1" conv=notrunc status=none
+}
+# expect_pending: the write held_write started has not completed (yet).
+expect_pending() {
+	kill -0 "$held_pid" 2>/dev/null || { cat "$TMP"/held.*.err; fail "the write needing a block did not wait: $1"; }
+}
+
+# Item 1, "out of data space: writes are held, not failed" (queue_if_no_space, the default):
+# in a full pool, a write that needs a block waits; the pool says out_of_data_space and raises
+# an event; mapped blocks are read and overwritten meanwhile; a noflush suspend of the thin
+# (LVM's) completes, and the write is still held after it; growing the pool (a reload with a
+# longer table and a resume, as lvextend) completes the write, its data reads back, and the
+# pool is rw again. Old rthin failed the write at once with ENOSPC.
+t_no_space_queue() {
+	load_targets
+	set_no_space_timeout 60 optional
+	full_pool 16
+	local ev
+	ev=$(events rt_pool)
+	kmsg_mark
+	held_write 20
+	wait_event rt_pool "$ev" || fail "no event when the pool ran out of data space"
+	wait_mode out_of_data_space
+	sleep 2
+	expect_pending "after 2 s"
+	echo "full: $(dmsetup status rt_pool); events $ev -> $(events rt_pool)"
+	[ "$(status_field rt_pool 7)" = queue_if_no_space ] || fail "status says $(status_field rt_pool 7)"
+	kmsg_since | grep -q "$LOG_PFX: .*switching pool to out-of-data-space (queue IO) mode" ||
+		fail "no 'switching pool to out-of-data-space (queue IO) mode' in the kernel log"
+	put rt_thin $((3 * BB + 4096)) 4096             # a mapped block: still writable
+	same rt_thin 0 $((32 * BB))                     # mapped blocks read back, others zeros
+	timeout 20 dmsetup suspend --noflush rt_thin || fail "a noflush suspend of the thin did not complete"
+	dmsetup resume rt_thin
+	sleep 1
+	expect_pending "after a noflush suspend of the thin"
+	ev=$(events rt_pool)
+	dmsetup reload rt_pool --table "$(pool_table $((32 * BS)))"
+	dmsetup resume rt_pool
+	held_done 20
+	wait_mode rw
+	echo "grown: $(dmsetup status rt_pool); events $ev -> $(events rt_pool)"
+	[ "$(status_field rt_pool 3)" = 17/32 ] || fail "data usage $(status_field rt_pool 3), not 17/32"
+	[ "$(events rt_pool)" -gt "$ev" ] || fail "no event when the pool grew"
+	same rt_thin 0 $((32 * BB))
+	expect_mapped rt_thin 17 20
+}
+
+# Item 1, "held IO fails after no_space_timeout": with the module parameter at 3 s, a write
+# held in a full pool fails with ENOSPC after about 3 s; the pool then says error_if_no_space
+# (as dm-thin, still out_of_data_space) and fails the next such write at once; growing the
+# pool brings back rw and queue_if_no_space. Old rthin failed the write at once.
+t_no_space_timeout() {
+	load_targets
+	set_no_space_timeout 3
+	full_pool 16
+	local ev t0 took
+	ev=$(events rt_pool)
+	kmsg_mark
+	head -c $BB /dev/urandom >"$TMP/blk"
+	t0=$SECONDS
+	! timeout 60 dd if="$TMP/blk" of=/dev/mapper/rt_thin bs=$BB seek=20 oflag=direct status=none 2>"$TMP/dd.err" ||
+		fail "a write needing a block succeeded in a full pool"
+	took=$((SECONDS - t0))
+	echo "failed after $took s: $(cat "$TMP/dd.err"); pool: $(dmsetup status rt_pool); events $ev -> $(events rt_pool)"
+	grep -q "No space left on device" "$TMP/dd.err" || fail "the write did not fail with ENOSPC"
+	[ "$took" -ge 2 ] && [ "$took" -le 20 ] || fail "the write failed after $took s, not after about 3 s"
+	[ "$(status_field rt_pool 5)" = out_of_data_space ] || fail "pool mode $(status_field rt_pool 5)"
+	[ "$(status_field rt_pool 7)" = error_if_no_space ] || fail "status says $(status_field rt_pool 7)"
+	[ "$(events rt_pool)" -ge $((ev + 2)) ] || fail "not two events (out of space, timeout): $ev -> $(events rt_pool)"
+	kmsg_since | grep -q "$LOG_PFX: .*switching pool to out-of-data-space (error IO) mode" ||
+		fail "no 'switching pool to out-of-data-space (error IO) mode' in the kernel log"
+	t0=$SECONDS
+	! timeout 60 dd if="$TMP/blk" of=/dev/mapper/rt_thin bs=$BB seek=21 oflag=direct status=none 2>"$TMP/dd.err" ||
+		fail "a write needing a block succeeded in a full pool"
+	took=$((SECONDS - t0))
+	[ "$took" -le 2 ] || fail "after the timeout, a write still waited $took s"
+	dmsetup reload rt_pool --table "$(pool_table $((32 * BS)))"
+	dmsetup resume rt_pool
+	wait_mode rw
+	echo "grown: $(dmsetup status rt_pool)"
+	[ "$(status_field rt_pool 7)" = queue_if_no_space ] || fail "status says $(status_field rt_pool 7) after growing"
+	put rt_thin $((20 * BB)) $BB
+	same rt_thin 0 $((32 * BB))
+}
+
+# Item 1, "when no block is free, commit first and retry": in a full pool whose last commit
+# counts every block in use, blocks discarded since (not committed; rthin's periodic commits
+# are off) are given to new writes, which succeed. rthin commits and allocates again at once,
+# and never goes out of data space (checked on rthin only). Upstream counts blocks freed in
+# the open transaction as free, so it does not commit first: it goes out of data space and
+# holds the writes until the next commit, which a status makes (polled here; its periodic
+# commit was not seen to do it). Old rthin failed the writes with ENOSPC.
+t_no_space_commit_retry() {
+	load_targets
+	no_periodic_commits
+	full_pool 16
+	expect_used 16                                  # (an INFO status commits, as dm-thin's)
+	blkdiscard -o $((4 * BB)) -l $((4 * BB)) /dev/mapper/rt_thin
+	zero_model rt_thin $((4 * BB)) $((4 * BB))
+	head -c $((4 * BB)) /dev/urandom >"$TMP/new"
+	kmsg_mark
+	dd if="$TMP/new" of=/dev/mapper/rt_thin bs=$BB seek=20 oflag=direct status=none 2>"$TMP/dd.err" &
+	local pid=$! i
+	for i in $(seq 150); do
+		kill -0 $pid 2>/dev/null || break
+		upstream && dmsetup status rt_pool >/dev/null
+		sleep 0.2
+	done
+	wait $pid || { cat "$TMP/dd.err"; fail "writing 4 blocks in place of 4 discarded ones failed"; return 1; }
+	dd if="$TMP/new" of="$TMP/rt_thin.model" bs=$BB seek=20 conv=notrunc status=none
+	echo "pool: $(dmsetup status rt_pool)"
+	kmsg_since | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
+	wait_mode rw
+	expect_used 16
+	same rt_thin 0 $((32 * BB))
+	upstream && return 0
+	! kmsg_since | grep -q "out-of-data-space" || fail "rthin went out of data space instead of committing"
+}
+
+# Item 1, "out_of_data_space clears when space returns by discards and deletes": a write
+# held in a full pool completes, and the pool is rw again, once a thin device is deleted
+# (the message commits), and again once blocks are discarded (the next commit: a status).
+t_no_space_delete_discard() {
+	load_targets
+	set_no_space_timeout 30 optional
+	make_pool $((16 * BS))
+	msg create_thin 0
+	msg create_thin 1
+	make_thin rt_thin 0
+	make_thin rt_thin1 1
+	model_new rt_thin
+	put rt_thin 0 $((8 * BB))                       # blocks 0-7
+	put rt_thin1 0 $((8 * BB))
+	held_write 20
+	wait_mode out_of_data_space
+	expect_pending "in a full pool"
+	dmsetup remove rt_thin1
+	msg delete 1
+	held_done 20
+	wait_mode rw
+	echo "after a delete: $(dmsetup status rt_pool)"
+	put rt_thin $((24 * BB)) $((7 * BB))            # blocks 24-30: full again
+	held_write 40
+	wait_mode out_of_data_space
+	expect_pending "in a full pool, again"
+	blkdiscard -o 0 -l $((2 * BB)) /dev/mapper/rt_thin
+	zero_model rt_thin 0 $((2 * BB))
+	dmsetup status rt_pool >/dev/null
+	held_done 40
+	wait_mode rw
+	echo "after a discard: $(dmsetup status rt_pool)"
+	expect_used 15
+	same rt_thin 0 $((64 * BB))
+}
+
 tests=(
 	parity_same_metadata_data_device:t_same_metadata_data_device
 	parity_pool_io_hints:t_pool_io_hints
@@ -365,6 +577,10 @@ tests=(
 	parity_ignore_discard_fixed:t_ignore_discard_fixed
 	parity_thin_discard_without_data_discard:t_thin_discard_without_data_discard
 	parity_events:t_events
+	parity_no_space_queue:t_no_space_queue
+	parity_no_space_timeout:t_no_space_timeout
+	parity_no_space_commit_retry:t_no_space_commit_retry
+	parity_no_space_delete_discard:t_no_space_delete_discard
 )
 # Arguments: run only the tests so named.
 if [ $# -gt 0 ]; then

@@ -94,6 +94,19 @@ unsigned int rthin_commit_period_ms(void)
 	return READ_ONCE(commit_period_ms);
 }
 
+/*
+ * How long a pool out of data space holds the writes that need a new block before failing
+ * them, in seconds: dm-thin's no_space_timeout (0: hold them until the pool grows).
+ */
+static unsigned int no_space_timeout = 60;
+module_param(no_space_timeout, uint, 0644);
+MODULE_PARM_DESC(no_space_timeout, "Out of data space queue IO timeout in seconds (0: forever)");
+
+unsigned int rthin_no_space_timeout(void)
+{
+	return READ_ONCE(no_space_timeout);
+}
+
 void rthin_msleep(unsigned int ms)
 {
 	msleep(ms);

@@ -33,6 +33,7 @@ unsigned int rthin_memalloc_noio_save(void);
 void rthin_fs_reclaim_acquire(void);
 void rthin_fs_reclaim_release(void);
 unsigned int rthin_commit_period_ms(void);
+unsigned int rthin_no_space_timeout(void);
 void rthin_msleep(unsigned int ms);
 void rthin_memalloc_noio_restore(unsigned int flags);
 

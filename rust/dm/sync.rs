@@ -162,6 +162,14 @@ pub fn commit_period_ms() -> u32 {
     unsafe { bindings::rthin_commit_period_ms() }
 }
 
+/// How long a pool out of data space holds writes that need a new block, in seconds (the
+/// `no_space_timeout` module parameter, dm-thin's, 60 by default; 0 holds them until the
+/// pool grows).
+pub fn no_space_timeout_secs() -> u32 {
+    // SAFETY: reads a module parameter.
+    unsafe { bindings::rthin_no_space_timeout() }
+}
+
 /// A reader-writer semaphore (`struct rw_semaphore`) for locks the IO path takes: lookups
 /// share it ([`NoioRwSem::read`]), changes hold it alone ([`NoioRwSem::write`]). While it is
 /// held either way, the holder is in a NOIO allocation scope, so an allocation

@@ -165,6 +165,16 @@ impl TargetInfo {
         // SAFETY: the target is valid (type invariant), and so its table's mapped device.
         unsafe { bindings::dm_suspended(self.raw()) != 0 }
     }
+
+    /// Whether the target's mapped device is being suspended without flushing
+    /// (`dm_noflush_suspending`): during such a suspend, a bio ended with
+    /// [`crate::dm::BlkStatus::DM_REQUEUE`] (or mapped with [`MapResult::Requeue`]) is kept
+    /// by dm and mapped again after resume, instead of failing.
+    pub fn noflush_suspending(&self) -> bool {
+        // SAFETY: `ti` is a live target (type invariant); dm only reads its mapped device's
+        // flags.
+        unsafe { bindings::dm_noflush_suspending(self.raw()) != 0 }
+    }
 }
 
 /// The `flags` of [`Target::status`]: the caller asked not to flush anything for the status
@@ -537,7 +547,7 @@ pub trait Target: Sized + Send + Sync + 'static {
     }
 
     /// Called when suspend starts; IO may still be in flight.
-    fn presuspend(_this: Pin<&Self>) {
+    fn presuspend(_this: Pin<&Self>, _ti: &TargetInfo) {
         build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -780,7 +790,10 @@ impl<T: Target> Callbacks<T> {
     /// the arguments its `presuspend` contract gives.
     unsafe extern "C" fn presuspend_callback(ti: *mut bindings::dm_target) {
         // SAFETY: dm calls suspend hooks on a constructed target.
-        T::presuspend(unsafe { Self::this(ti) })
+        let this = unsafe { Self::this(ti) };
+        // SAFETY: `ti` stays valid for the call.
+        let info = unsafe { TargetInfo::from_raw(ti) };
+        T::presuspend(this, info)
     }
 
     /// dm's `presuspend_undo` callback for `T`.

@@ -63,7 +63,11 @@ use crate::dm::{
 };
 use crate::pdata::{thin::MAX_DEV_ID, Error as PdError};
 use crate::targets::metadata::to_kernel;
-use core::{fmt::Write, pin::Pin, sync::atomic::Ordering};
+use core::{
+    fmt::Write,
+    pin::Pin,
+    sync::atomic::{AtomicBool, Ordering},
+};
 use kernel::{alloc::flags::GFP_KERNEL, c_str, prelude::*, str::CStr};
 use pool::{find_pool, Mode, PoolCore, PoolUse, FEAT_DISCARD};
 use prison::{DsEntry, Key};
@@ -124,6 +128,11 @@ pub struct ThinShared {
     pool_dev: DmDev,
     /// This device's use of its pool: the pool stays registered while the device is open.
     core: PoolUse,
+    /// Between the presuspend and postsuspend of a noflush suspend: bios that would wait
+    /// (for data space, or in the worker's queue) go back to dm instead, which keeps them
+    /// while the device is suspended and maps them again after the resume (dm-thin's
+    /// `requeue_mode`). Set under the pool's `held` lock (see [`PoolCore::requeue_thin`]).
+    requeue: AtomicBool,
 }
 
 impl Drop for ThinShared {
@@ -206,6 +215,7 @@ impl Target for Thin {
                 begin: ctr.info().begin(),
                 pool_dev,
                 core,
+                requeue: AtomicBool::new(false),
             },
             GFP_KERNEL,
         )
@@ -242,6 +252,10 @@ impl Target for Thin {
     ) -> MapResult<'a, ThinBio> {
         let thin = &*this.shared;
         let core = &thin.core;
+        if thin.requeue.load(Ordering::Acquire) {
+            // A noflush suspend is under way: dm keeps the bio until the resume.
+            return MapResult::Requeue(bio);
+        }
         if core.mode() == Mode::Fail {
             return MapResult::Kill(bio);
         }
@@ -304,6 +318,29 @@ impl Target for Thin {
                 EndIo::Done(bio)
             }
         }
+    }
+
+    /// A noflush suspend (a pool's table reload by LVM, `dmsetup suspend --noflush`) must not
+    /// wait for bios the pool holds for data space, which may never come: as dm-thin's
+    /// `do_noflush_start`, they go back to dm, which maps them again after the resume. A
+    /// suspend with flush waits for them (until space returns or `no_space_timeout`), as
+    /// dm-thin's.
+    fn presuspend(this: Pin<&Self>, ti: &TargetInfo) {
+        if !ti.noflush_suspending() {
+            return;
+        }
+        let thin = &*this.shared;
+        for bio in thin.core.requeue_thin(thin) {
+            bio.end(BlkStatus::DM_REQUEUE);
+        }
+    }
+
+    fn presuspend_undo(this: Pin<&Self>) {
+        this.shared.requeue.store(false, Ordering::Release);
+    }
+
+    fn postsuspend(this: Pin<&Self>) {
+        this.shared.requeue.store(false, Ordering::Release);
     }
 
     fn status(

@@ -34,16 +34,16 @@
 //! never under it.
 
 use super::prison::{DeferredSet, Prison};
-use super::ThinBio;
+use super::{ThinBio, ThinShared};
 use crate::dm::{
     bufio::Client,
     kcopyd::Kcopyd,
     kvec::swap_remove,
     lifetime::{Owner, Ref},
-    sync::{commit_period_ms, msleep, GlobalRwLock, IrqSpinLock, NoioRwSem},
+    sync::{commit_period_ms, msleep, no_space_timeout_secs, GlobalRwLock, IrqSpinLock, NoioRwSem},
     target::{features, parse_u64, STATUS_NOFLUSH},
     workqueue::{jiffies, msecs_to_jiffies, DelayedWork, DelayedWorkItem, Workqueue},
-    Args, Bio, BioList, BlockDevice, Callout, Ctr, CtrError, DmDev, MapResult, OwnedBio,
+    Args, Bio, BioList, BlkStatus, BlockDevice, Callout, Ctr, CtrError, DmDev, MapResult, OwnedBio,
     QueueLimits, StatusType, StatusWriter, TableRef, Target, TargetInfo,
 };
 use crate::pdata::{
@@ -51,7 +51,7 @@ use crate::pdata::{
     PoolMetadata,
 };
 use crate::targets::metadata::{to_kernel, BufioBm, MAX_METADATA_BLOCKS, METADATA_WARN_SECTORS};
-use crate::{dm_err, dm_warn};
+use crate::{dm_err, dm_info, dm_warn};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use core::{
     fmt::Write,
@@ -318,6 +318,14 @@ pub(crate) struct PoolCore {
     /// flight over), for the worker (rank 4 lock).
     #[pin]
     pub(crate) prepared: IrqSpinLock<BioList<ThinBio>>,
+    /// Writes that need a new data block while the pool is out of data space and queues IO
+    /// (dm-thin's `retry_on_resume_list`s), rank 4 lock. They hold no cell and are counted
+    /// in no set, so nothing waits for them but their submitters and dm. Bios go in only
+    /// under `md` held for writing, and out when space returns (under `md` too, so none is
+    /// missed), on a pool resume, when `no_space_timeout` passes, when the pool leaves write
+    /// mode, or when their thin device is suspended without flush (back to dm).
+    #[pin]
+    pub(crate) held: IrqSpinLock<BioList<ThinBio>>,
     /// Bios in flight to data blocks, by epoch (rank 4 lock; see [`super::prison`]).
     #[pin]
     pub(crate) all_io: IrqSpinLock<DeferredSet>,
@@ -330,8 +338,18 @@ pub(crate) struct PoolCore {
     mode: AtomicU8,
     /// Between the pool's presuspend and resume: no thin device may be activated.
     pub(crate) suspended: AtomicBool,
-    /// The data space is full (dm-thin's out-of-data-space mode); cleared when it grows.
+    /// The data space is full (dm-thin's out-of-data-space mode): no block is allocated, and
+    /// writes that need one are held (or fail, with `error_if_no_space`). Cleared by a commit
+    /// that leaves free blocks (after a resize, a discard or a delete) and by binding a new
+    /// table, as dm-thin's switch back to write mode. Set and cleared under `md` held for
+    /// writing.
     pub(crate) out_of_space: AtomicBool,
+    /// While out of data space and queueing: when the held writes fail (jiffies), 0 for
+    /// never. Read by the waker, which fails them.
+    no_space_deadline: AtomicU64,
+    /// The no-space timeout passed: the pool behaves as `error_if_no_space` (and says so)
+    /// until it has space again or a table is bound, as dm-thin's `do_no_space_timeout`.
+    no_space_timed_out: AtomicBool,
     /// `FEAT_*` bits of the bound table.
     pub(crate) features: AtomicU8,
     /// When the metadata was last committed, in jiffies.
@@ -379,6 +397,7 @@ impl DelayedWorkItem for PoolCore {
     }
 
     fn run(this: Ref<Self>) {
+        this.check_no_space_timeout();
         PoolCore::work(&this);
         let period = commit_period_ms();
         if period != 0
@@ -391,7 +410,7 @@ impl DelayedWorkItem for PoolCore {
         if this.active.load(Ordering::Acquire) {
             let _ = this
                 .wq
-                .enqueue_delayed::<PoolCore>(this.clone(), waker_delay());
+                .enqueue_delayed::<PoolCore>(this.clone(), this.next_delay());
         }
     }
 }
@@ -401,6 +420,181 @@ impl PoolCore {
     pub(crate) fn kick(this: &Ref<Self>) {
         // `kick` only fails for a work item outside its container, which `PoolCore` is not.
         let _ = this.wq.kick::<PoolCore>(this.clone());
+    }
+
+    /// When the waker runs next: its period, or sooner if held writes are due to fail.
+    fn next_delay(&self) -> u64 {
+        let period = waker_delay();
+        let deadline = self.no_space_deadline.load(Ordering::Acquire);
+        if deadline == 0 || !self.out_of_space.load(Ordering::Acquire) {
+            return period;
+        }
+        period.min(deadline.saturating_sub(jiffies()).max(1))
+    }
+
+    /// Whether a write that finds no free block fails at once (`ENOSPC`) instead of being
+    /// held: the bound table says `error_if_no_space`, or the no-space timeout passed.
+    pub(crate) fn error_if_no_space(&self) -> bool {
+        self.has_feature(FEAT_ERROR_IF_NO_SPACE) || self.no_space_timed_out.load(Ordering::Acquire)
+    }
+
+    /// With `md` held for writing: the data space ran out. As dm-thin's switch to
+    /// out-of-data-space mode: an event, a log line, and, when writes are held, the time
+    /// `no_space_timeout` gives them (read now, as dm-thin arms its timer now).
+    pub(crate) fn enter_no_space(&self) {
+        if self.out_of_space.load(Ordering::Acquire) {
+            return;
+        }
+        let error = self.error_if_no_space();
+        self.arm_no_space_deadline();
+        self.out_of_space.store(true, Ordering::Release);
+        self.event_pending.store(true, Ordering::Release);
+        dm_warn!(
+            PREFIX,
+            "{}: switching pool to out-of-data-space ({}) mode",
+            self.name,
+            if error { "error IO" } else { "queue IO" }
+        );
+    }
+
+    /// Sets when held writes fail: `no_space_timeout` from now, or never (0 seconds, or
+    /// writes are not held).
+    fn arm_no_space_deadline(&self) {
+        let secs = no_space_timeout_secs();
+        let deadline = if secs == 0 || self.error_if_no_space() {
+            0
+        } else {
+            jiffies().wrapping_add(msecs_to_jiffies(secs.saturating_mul(1000)).max(1))
+        };
+        self.no_space_deadline.store(deadline, Ordering::Release);
+    }
+
+    /// With `md` held for writing: the pool has free data blocks again (or a new table is
+    /// bound). Back to write mode, with an event, as dm-thin; the held writes go back to the
+    /// worker, which serves them on its next run (the waker's, or a resume's).
+    pub(crate) fn leave_no_space(&self) {
+        if !self.out_of_space.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.no_space_timed_out.store(false, Ordering::Release);
+        self.no_space_deadline.store(0, Ordering::Release);
+        self.event_pending.store(true, Ordering::Release);
+        dm_info!(PREFIX, "{}: switching pool to write mode", self.name);
+        self.requeue_held();
+    }
+
+    /// Hands every held write back to the worker (any context but under a rank-4 lock).
+    fn requeue_held(&self) {
+        // One rank-4 lock at a time.
+        let held = self.held.lock().take_all();
+        if !held.is_empty() {
+            let mut d = self.deferred.lock();
+            for bio in held {
+                d.push(bio);
+            }
+        }
+    }
+
+    /// With `md` held for writing and the pool out of data space and queueing: holds `bio`,
+    /// a write that needs a new block. Under `md`, so that leaving out-of-space mode (which
+    /// takes the held writes back under it) or the timeout misses none. A bio of a thin
+    /// device being suspended without flush is given back (`Err`): the caller ends it with
+    /// `DM_REQUEUE` once the lock is gone, and dm maps it again after the resume.
+    pub(crate) fn hold(&self, bio: OwnedBio<ThinBio>) -> Result<(), OwnedBio<ThinBio>> {
+        let mut held = self.held.lock();
+        if bio.per_bio().thin.requeue.load(Ordering::Acquire) {
+            return Err(bio);
+        }
+        held.push(bio);
+        Ok(())
+    }
+
+    /// A noflush suspend of `thin` began: from now on its bios that would wait go back to dm
+    /// (`requeue`, looked at under the `held` lock, as `hold` does), and so do those that
+    /// wait now, held or deferred, as dm-thin's `do_noflush_start`. Returns them; the caller
+    /// ends them with `DM_REQUEUE`.
+    pub(crate) fn requeue_thin(&self, thin: &ThinShared) -> BioList<ThinBio> {
+        let mut out = BioList::new();
+        let mine = |bio: &OwnedBio<ThinBio>| core::ptr::eq(&*bio.per_bio().thin, thin);
+        {
+            let mut held = self.held.lock();
+            thin.requeue.store(true, Ordering::Release);
+            let mut keep = BioList::new();
+            for bio in held.take_all() {
+                if mine(&bio) {
+                    out.push(bio);
+                } else {
+                    keep.push(bio);
+                }
+            }
+            *held = keep;
+        }
+        let mut d = self.deferred.lock();
+        let mut keep = BioList::new();
+        for bio in d.bios.take_all() {
+            if mine(&bio) {
+                out.push(bio);
+            } else {
+                keep.push(bio);
+            }
+        }
+        d.bios = keep;
+        out
+    }
+
+    /// Fails the held writes once the pool has left write mode (read-only, failed), as
+    /// dm-thin's `error_retry_list`: with `ENOSPC` if it ran out of data space, else `EIO`.
+    /// Called by the worker (process context, no lock held).
+    pub(crate) fn fail_held(&self) {
+        if self.mode() == Mode::Write {
+            return;
+        }
+        let held = self.held.lock().take_all();
+        let status = if self.out_of_space.load(Ordering::Acquire) {
+            BlkStatus::NOSPC
+        } else {
+            BlkStatus::IOERR
+        };
+        for bio in held {
+            bio.end(status);
+        }
+    }
+
+    /// The waker's look at the held writes (no lock held): once `no_space_timeout` has
+    /// passed, the pool errors IO (`error_if_no_space`, in its status too), raises an event,
+    /// and the held writes fail with `ENOSPC`, as dm-thin's `do_no_space_timeout`. Not while
+    /// the pool is suspended (dm-thin's timer is cancelled then, and armed again on resume).
+    fn check_no_space_timeout(&self) {
+        let this = self;
+        let due = |p: &Self| {
+            let deadline = p.no_space_deadline.load(Ordering::Acquire);
+            p.active.load(Ordering::Acquire)
+                && p.out_of_space.load(Ordering::Acquire)
+                && deadline != 0
+                && jiffies() >= deadline
+        };
+        if !due(this) {
+            return;
+        }
+        let held = {
+            // Under `md`, as `hold`: no write is held after this.
+            let _md = this.md.write();
+            if !due(this) {
+                return;
+            }
+            this.no_space_deadline.store(0, Ordering::Release);
+            this.no_space_timed_out.store(true, Ordering::Release);
+            this.event_pending.store(true, Ordering::Release);
+            dm_warn!(
+                PREFIX,
+                "{}: switching pool to out-of-data-space (error IO) mode",
+                this.name
+            );
+            this.held.lock().take_all()
+        };
+        for bio in held {
+            bio.end(BlkStatus::NOSPC);
+        }
     }
 
     pub(crate) fn mode(&self) -> Mode {
@@ -570,6 +764,11 @@ impl PoolCore {
                     d.changed = false;
                 }
                 self.check_metadata_space(md);
+                // As dm-thin's `check_for_data_space`: blocks freed in the transaction (by
+                // discards, a deleted device) or added by a resize are free now.
+                if self.mode() == Mode::Write && md.free_data_blocks() > 0 {
+                    self.leave_no_space();
+                }
                 Ok(())
             }
             Err(e) => {
@@ -911,12 +1110,15 @@ impl PoolCore {
                 waker <- DelayedWork::new(),
                 deferred <- crate::new_irq_spinlock!(Deferred::default(), "rthin_pool_deferred"),
                 prepared <- crate::new_irq_spinlock!(BioList::new(), "rthin_pool_prepared"),
+                held <- crate::new_irq_spinlock!(BioList::new(), "rthin_pool_held"),
                 all_io <- crate::new_irq_spinlock!(DeferredSet::new(), "rthin_pool_all_io"),
                 shared_read <- crate::new_irq_spinlock!(DeferredSet::new(), "rthin_pool_shared_read"),
                 active: AtomicBool::new(false),
                 mode: AtomicU8::new(mode as u8),
                 suspended: AtomicBool::new(false),
                 out_of_space: AtomicBool::new(false),
+                no_space_deadline: AtomicU64::new(0),
+                no_space_timed_out: AtomicBool::new(false),
                 features: AtomicU8::new(features.bits()),
                 last_commit: AtomicU64::new(jiffies()),
                 low_water_blocks: AtomicU64::new(0),
@@ -1096,7 +1298,7 @@ impl Target for Pool {
     /// the provisions in flight finish now, while the pool device still takes IO (their data
     /// writes go through it). Then nothing is left to write to the data device, and
     /// `postsuspend` commits the last mappings.
-    fn presuspend(this: Pin<&Self>) {
+    fn presuspend(this: Pin<&Self>, _ti: &TargetInfo) {
         let core = &this.core;
         core.suspended.store(true, Ordering::Release);
         // The worker holds cells under `md` held for writing, and looks at `suspended` there:
@@ -1128,7 +1330,10 @@ impl Target for Pool {
             .low_water_triggered
             .store(false, Ordering::Release);
         this.core.suspended.store(false, Ordering::Release);
-        // Serve what thin devices sent while the pool was suspended.
+        // Held writes are tried again, as dm-thin's `requeue_bios` on resume: the pool may
+        // have grown, or changed mode. Serve them and what thin devices sent while the pool
+        // was suspended.
+        this.core.requeue_held();
         let core = this.core.core_ref();
         PoolCore::kick(core);
         if !core.active.swap(true, Ordering::AcqRel) {
@@ -1162,7 +1367,8 @@ impl Target for Pool {
         this.core
             .metadata_threshold
             .store(this.metadata_threshold, Ordering::Relaxed);
-        let mode = if this.bound.swap(true, Ordering::AcqRel) {
+        let first = !this.bound.swap(true, Ordering::AcqRel);
+        let mode = if !first {
             this.core.mode()
         } else if this.features.read_only {
             Mode::ReadOnly
@@ -1170,6 +1376,17 @@ impl Target for Pool {
             Mode::Write
         };
         this.core.set_mode(&mut md, mode);
+        // As dm-thin's `bind_control_target`: the table's `error_if_no_space` rules again
+        // (after a no-space timeout too); a new table starts in write mode, and writes held
+        // for space are tried again on resume (and held again if there still is none); with
+        // the same table the pool stays out of data space, and its held writes get a new
+        // `no_space_timeout` from now.
+        this.core.no_space_timed_out.store(false, Ordering::Release);
+        if first && this.core.mode() == Mode::Write {
+            this.core.leave_no_space();
+        } else if this.core.out_of_space.load(Ordering::Acquire) {
+            this.core.arm_no_space_deadline();
+        }
         // The data space is as large as the pool target: grow it to a longer table.
         let (have, want) = (md.nr_data_blocks(), this.target_blocks);
         if want < have {
@@ -1202,8 +1419,8 @@ impl Target for Pool {
                     .metadata_failed(&mut md, "dm_pool_resize_data_dev", e);
                 return Err(to_kernel(e));
             }
+            // The commit leaves out-of-data-space mode: the new blocks are free.
             this.core.commit_locked(&mut md)?;
-            this.core.out_of_space.store(false, Ordering::Release);
         }
         Ok(())
     }
@@ -1474,11 +1691,15 @@ impl Pool {
         } else {
             "no_discard_passdown "
         })?;
-        out.write_str(if self.features.error_if_no_space {
-            "error_if_no_space "
-        } else {
-            "queue_if_no_space "
-        })?;
+        out.write_str(
+            if self.features.error_if_no_space
+                || self.core.no_space_timed_out.load(Ordering::Acquire)
+            {
+                "error_if_no_space "
+            } else {
+                "queue_if_no_space "
+            },
+        )?;
         out.write_str(if md.needs_check() {
             "needs_check "
         } else {

@@ -3,14 +3,12 @@
 //! The pool's worker: the half of the thin IO path that may block. It runs on the pool's
 //! workqueue, one instance at a time, in process context (see the IO path in [`super`]).
 
-use super::pool::{
-    MdState, Mode, PoolCore, FEAT_ERROR_IF_NO_SPACE, FEAT_SKIP_ZEROING, MAX_PROVISIONS, PREFIX,
-};
+use super::pool::{MdState, Mode, PoolCore, FEAT_SKIP_ZEROING, MAX_PROVISIONS, PREFIX};
 use super::prison::{DsEntry, Key};
 use super::{remap, split, Stage, ThinBio, ThinShared};
 use crate::dm::{kcopyd::JobDone, lifetime::Ref, BioList, BlkStatus, Op, OwnedBio};
+use crate::dm_err;
 use crate::pdata::Error as PdError;
-use crate::{dm_err, dm_warn};
 use core::sync::atomic::Ordering;
 
 /// Most reads and writes the worker serves in one pass under the metadata lock.
@@ -71,8 +69,16 @@ impl PoolCore {
     }
 
     /// Serves what the IO path left: bios that move on with cells held (a provisioning write
-    /// done, a wait for IO in flight over), then deferred bios.
+    /// done, a wait for IO in flight over), then deferred bios. Writes held for data space
+    /// fail here once the pool has left write mode (before and after the pass, which may
+    /// change the mode).
     pub(crate) fn work(this: &Ref<Self>) {
+        this.fail_held();
+        Self::work_pass(this);
+        this.fail_held();
+    }
+
+    fn work_pass(this: &Ref<Self>) {
         let prepared = this.prepared.lock().take_all();
         if !prepared.is_empty() {
             Self::continue_prepared(this, prepared);
@@ -271,12 +277,29 @@ impl PoolCore {
             // cell yet waits for resume (see the pool's presuspend).
             return after.defer.push(bio);
         }
+        if this.out_of_space.load(Ordering::Acquire) {
+            // As dm-thin's out-of-data-space mode: no allocation is tried until space
+            // returns (a commit that frees blocks, a resize, a new table).
+            return Self::no_space(this, bio, after);
+        }
         this.check_low_water(md);
         let dblock = match md.alloc_data_block() {
+            Err(PdError::NoSpace) => {
+                // Blocks freed in this transaction (discards, a deleted device) may be
+                // allocated only once it is committed: commit, and try again, as dm-thin's
+                // `alloc_data_block`.
+                if this.commit_locked(md).is_err() || this.mode() != Mode::Write {
+                    return after.fail(bio, BlkStatus::IOERR);
+                }
+                md.alloc_data_block()
+            }
+            r => r,
+        };
+        let dblock = match dblock {
             Ok(d) => d,
             Err(PdError::NoSpace) => {
-                after.no_space = true;
-                return after.fail(bio, BlkStatus::NOSPC);
+                this.enter_no_space();
+                return Self::no_space(this, bio, after);
             }
             Err(e) => {
                 this.metadata_failed(md, "dm_pool_alloc_data_block", e);
@@ -380,20 +403,16 @@ impl PoolCore {
         }
     }
 
-    /// The data space is full: as dm-thin, say so once; the bio fails with `ENOSPC`.
-    fn no_data_space(&self) {
-        if !self.out_of_space.swap(true, Ordering::AcqRel) {
-            let how = if self.has_feature(FEAT_ERROR_IF_NO_SPACE) {
-                "error IO"
-            } else {
-                "error IO, queueing is not supported"
-            };
-            dm_warn!(
-                PREFIX,
-                "{}: switching pool to out-of-data-space ({}) mode",
-                self.name,
-                how
-            );
+    /// A write that needs a new block while the pool is out of data space (the metadata
+    /// lock held): it fails with `ENOSPC` under `error_if_no_space` (or once the no-space
+    /// timeout passed), or else is held until there is space ([`PoolCore::hold`]); a bio of
+    /// a thin device being suspended without flush goes back to dm.
+    fn no_space(this: &Ref<Self>, bio: OwnedBio<ThinBio>, after: &mut After) {
+        if this.error_if_no_space() {
+            return after.fail(bio, BlkStatus::NOSPC);
+        }
+        if let Err(bio) = this.hold(bio) {
+            after.fail(bio, BlkStatus::DM_REQUEUE);
         }
     }
 
@@ -705,8 +724,6 @@ struct After {
     quiesce: BioList<ThinBio>,
     /// Held until resume.
     defer: BioList<ThinBio>,
-    /// The data space ran out.
-    no_space: bool,
 }
 
 impl After {
@@ -724,7 +741,6 @@ impl After {
             prepare,
             quiesce,
             defer,
-            no_space,
         } = self;
         for bio in submit {
             bio.submit();
@@ -732,9 +748,6 @@ impl After {
         for mut bio in zero {
             bio.zero_fill();
             bio.end(BlkStatus::OK);
-        }
-        if no_space {
-            this.no_data_space();
         }
         for bio in failed {
             let status = bio.status();
