@@ -13,28 +13,32 @@ here=${here:-$(cd "$(dirname "$0")" && pwd)}
 . "$here/thin_lib.sh"
 
 # Item 1, "FUA before its mapping is committed": W1 provisions block 5 (its zeroing and its
-# write held 3 s each by dm-delay); a FUA write W2 to the same block arrives meanwhile and
+# write held 4 s each by dm-delay); a FUA write W2 to the same block arrives meanwhile and
 # waits in W1's cell. Block 5's mapping must be committed before W2 is served, however W2
-# came back to the worker. W2 is served once block 5 is zeroed and mapped (about 3 s in, W1's
-# write then in flight), and its own write is held 3 s too. The metadata writes are cut at
-# 4.5 s, with W2 in flight, so only a commit made before W2 was issued reaches the disk. (A
-# block device's O_DSYNC write is followed by an fsync, which would commit too, later:
-# cutting the metadata first keeps that one off the disk.)
+# came back to the worker. W2 is served once block 5 is zeroed and mapped, and its own write
+# is held 4 s too. The metadata writes are cut 1.5 s after the zeroing is done, with W2 in
+# flight, so only a commit made before W2 was served reaches the disk. (A block device's
+# O_DSYNC write is followed by an fsync at close, which would commit too, later: cutting the
+# metadata first keeps that one off the disk.) The steps follow the devices, not the clock
+# from the start: W2 starts once W1 holds its new block (a run on a loaded machine once let
+# W2 come first and provision the block itself), and the cut is timed from the end of the
+# zeroing, as the data device counts it.
 t_fua_waits_in_cell() {
 	load_targets
 	kmod dm-flakey
 	no_periodic_commits
-	delayed_data 3000
+	delayed_data 4000
 	meta_on_linear
+	echo 1 >"$(sysblk "$DATA_DEV")/queue/iostats"
 	local p1 p2
 	dd if=/dev/urandom of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((5 * 16)) oflag=direct status=none &
 	p1=$!
-	sleep 1
+	await 30 "W1 to allocate block 5" eval '[ "$(data_used rt_pool)" = 1 ]'
 	dd if=/dev/urandom of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((5 * 16 + 2)) oflag=direct,dsync status=none 2>/dev/null &
 	p2=$!
-	# Block 5 is zeroed about 3 s after W1 began; W2 is then served and its write held 3 s.
-	sleep 3.5
-	kill -0 $p2 2>/dev/null || fail "W2 was done 4.5 s after W1 began: the test's timing does not hold"
+	await 30 "block 5's zeroing" eval '[ "$(sectors_written "$DATA_DEV")" -ge $BS ]'
+	sleep 1.5
+	kill -0 $p2 2>/dev/null || fail "W2 was done 1.5 s after block 5 was zeroed: the test's timing does not hold"
 	dmsetup resume rt_meta                          # no metadata write reaches the disk now
 	echo "metadata writes cut with W2 in flight"
 	wait $p1
@@ -85,6 +89,32 @@ sysblk() {
 # dev_writes DEV: writes DEV completed or has in flight (its /sys/block stat fields 5 and 9).
 dev_writes() {
 	awk '{print $5 + $9}' "$(sysblk "$1")/stat"
+}
+
+# sectors_written DEV: sectors DEV has written (its /sys/block stat field 7; a dm device
+# counts them only with queue/iostats set).
+sectors_written() {
+	awk '{print $7}' "$(sysblk "$1")/stat"
+}
+
+# data_used POOL: the data blocks POOL has in use, allocated in this transaction included
+# (its status without a commit).
+data_used() {
+	local s
+	s=$(dmsetup status --noflush "$1" | awk '{print $6}')
+	echo "${s%/*}"
+}
+
+# await SECONDS WHAT CMD...: polls CMD every 0.05 s until it succeeds; the test fails if it
+# has not after SECONDS.
+await() {
+	local n=$(($1 * 20)) secs=$1 what=$2
+	shift 2
+	while ! "$@"; do
+		n=$((n - 1))
+		[ $n -gt 0 ] || fail "waited $secs s for $what"
+		sleep 0.05
+	done
 }
 
 # Item 3, "A suspended pool keeps writing": with the pool suspended, a thin's 4 KiB write to
