@@ -13,6 +13,7 @@
 //! | 2b | a pool's idle lock (`PoolCore::idle_lock`, a kernel `Mutex<()>`) | mutex, a leaf | process context: a suspending pool waiting for the cells to close; the worker (under rank 2) waking it | nothing but the condvar's wait: `PoolCore::busy` is an atomic |
 //! | 2c | a pool's pending-stamp list (`BufioBm::pending` in `targets/metadata.rs`, a kernel `Mutex`) | mutex, a leaf | process context: a metadata block's write unlock, a flush or abort (all under rank 2, or in a pool's constructor before rank 2 exists) | the metadata blocks changed in this transaction and not yet stamped with their checksum |
 //! | 2d | a pool's bound table (`PoolCore::table` in `targets/thin/pool.rs`, a kernel `Mutex`) | mutex | process context, no other rthin lock held: a pool table's preresume (binding it) and destructor (unbinding it), raising the pool's pending event (the worker after its pass, a message or status after the metadata lock is dropped) | which table gets the pool's events; dm's event mutex (`_event_lock`, in `dm_table_event`) is taken under it, and nothing of rthin's |
+//! | 2e | a pool's throttle lock (`PoolCore::throttle_lock` in `targets/thin/pool.rs`, a kernel `Mutex<()>`) | mutex, a leaf | process context: a thin's `map` waiting for the worker to stop throttling (no other rthin lock held), the worker starting or stopping it (none held), a provision's end clearing the cap (under rank 2) | nothing but the condvar's wait: `PoolCore::throttled` is an atomic |
 //! | 3 | the pool registry (`POOLS` in `targets/pool.rs`, a [`crate::dm::sync::GlobalRwLock`]) | rw_semaphore, global | process context: pool and thin constructors, the release of a pool's user (a table's or thin's destructor) | which pools exist, keyed by their mapped device, and how many users (tables, open thins) each has |
 //! | 4 | per-object irq-safe spinlocks ([`crate::dm::sync::IrqSpinLock`]: `PoolCore::deferred`, `PoolCore::prepared`, `PoolCore::held`, `PoolCore::all_io`, `PoolCore::shared_read`) | spinlock, irqs off | any context, bio completion included | intrusive bio lists, a flag, in-flight counts by epoch; never held across IO, allocation or a wait |
 //!
@@ -84,6 +85,10 @@
 //!   lock at a time) or ended (with no lock held) only after the `held` lock is dropped. A
 //!   thin's noflush presuspend takes its own held and deferred bios out under the rank-4
 //!   locks alone, and ends them with `DM_REQUEUE` after.
+//! - A thin's `map` that waits for the pool's throttle (a worker run longer than a second,
+//!   or provisions capped) holds no lock while it waits, and nothing the worker or a
+//!   provision's completion needs waits for `map`: seed 003's deadlock (waiting for a
+//!   throttle with a lock held that the throttle's release needs) has no lock to hold.
 //! - `rthin-pool` and its worker take the metadata lock exclusively for every metadata change
 //!   (and shared for status); the dm-bufio client, whose creation registers a shrinker, is
 //!   made before the lock exists

@@ -477,6 +477,31 @@ t_mixed_concurrency() {
 	check_meta
 }
 
+# More provisions at once than the pool keeps in flight (1024, as dm-thin's mapping pool):
+# 1280 writes to fresh blocks are outstanding at once (fio, 5 jobs of depth 256), and the
+# data device holds every write 2 s (dm-delay), so the first 1024 zeroings are in flight
+# when the rest arrive. Past the cap, the thin's map waits for provisions to finish (the
+# pool's throttle) instead of queueing without bound; nothing may hang, every write must
+# complete and read back, and the thin maps one block per write.
+t_provision_cap() {
+	load_targets
+	delayed_data 2000
+	make_pool
+	msg create_thin 0
+	make_thin rt_thin 0
+	local out=$TMP/fio.cap rc=0 t0=$SECONDS
+	fio --name=cap --output="$out" --filename=/dev/mapper/rt_thin --direct=1 --ioengine=libaio \
+		--iodepth=256 --iodepth_batch_submit=256 --numjobs=5 --rw=write:60k --bs=4k \
+		--size=16M --offset_increment=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+		--group_reporting || rc=$?
+	[ $rc = 0 ] || { cat "$out"; fail "fio: writes past the provision cap failed or read back wrong"; }
+	echo "1280 provisions at once: $((SECONDS - t0)) s"
+	expect_mapped rt_thin 1280 1279
+	dmsetup remove rt_thin
+	dmsetup remove rt_pool
+	check_meta
+}
+
 tests=(
 	thin_write_read:t_write_read
 	thin_zeroing:t_zeroing
@@ -489,5 +514,6 @@ tests=(
 	thin_bad_origin:t_bad_origin
 	thin_concurrency:t_concurrency
 	thin_mixed_concurrency:t_mixed_concurrency
+	thin_provision_cap:t_provision_cap
 )
 run_suite "${tests[@]}"

@@ -290,6 +290,10 @@ impl Target for Thin {
                 }
             }
         }
+        // As dm-thin's `thin_defer_bio_with_throttle`: while the worker lags, or has as many
+        // provisions in flight as it may, wait for it (no lock held) instead of queueing
+        // more.
+        core.wait_throttle();
         let (owned, taken) = bio.take(pb);
         PoolCore::defer(core.core_ref(), owned);
         MapResult::Submitted(taken)

@@ -270,6 +270,14 @@ impl Deferred {
     }
 }
 
+/// How long one run of the worker may go on before the thin devices' `map` waits for it to
+/// end instead of deferring more bios: dm-thin's throttle threshold, one second.
+pub(crate) const THROTTLE_MS: u32 = 1000;
+/// `PoolCore::throttled`: a run of the worker has gone on for longer than [`THROTTLE_MS`].
+pub(crate) const THROTTLE_LAG: u8 = 1;
+/// `PoolCore::throttled`: the worker left bios deferred with [`MAX_PROVISIONS`] in flight.
+pub(crate) const THROTTLE_CAP: u8 = 2;
+
 /// At most this many provisions (cells held for a new block) are in flight in a pool, as
 /// dm-thin's pool of mappings.
 pub(crate) const MAX_PROVISIONS: usize = 1024;
@@ -304,6 +312,20 @@ pub(crate) struct PoolCore {
     /// Notified when `busy` clears.
     #[pin]
     idle: CondVar,
+    /// Why the thin devices' `map` waits instead of deferring bios ([`THROTTLE_LAG`],
+    /// [`THROTTLE_CAP`] bits; none: it does not wait). As dm-thin's throttle, a worker
+    /// that lags behind the IO is not handed more while it catches up; and while
+    /// [`MAX_PROVISIONS`] provisions are in flight, the deferred list does not grow either.
+    /// A waiting `map` holds no lock ([`PoolCore::wait_throttle`]). Read without the lock
+    /// first: most `map` calls find it clear.
+    throttled: AtomicU8,
+    /// The lock `throttled` changes under and `throttle` waits with (rank 2e, a leaf: taken
+    /// alone, or under `md`).
+    #[pin]
+    throttle_lock: Mutex<()>,
+    /// Notified when `throttled` clears.
+    #[pin]
+    throttle: CondVar,
     /// Provisions in flight (cells held for a new block): the worker starts no more than
     /// [`MAX_PROVISIONS`], and leaves the rest of its bios deferred until some finish.
     pub(crate) provisions: AtomicUsize,
@@ -416,6 +438,36 @@ impl DelayedWorkItem for PoolCore {
 }
 
 impl PoolCore {
+    /// A thin's `map` is about to defer a bio: while the worker throttles the thin devices,
+    /// wait until it stops (process context, no lock held; the wait holds none either).
+    pub(crate) fn wait_throttle(&self) {
+        if self.throttled.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut g = self.throttle_lock.lock();
+        while self.throttled.load(Ordering::Acquire) != 0 {
+            self.throttle.wait(&mut g);
+        }
+    }
+
+    /// Sets (`on`) or clears a reason (`THROTTLE_*`) for the thin devices' `map` to wait;
+    /// the waiters go on once none is left (process context, no lock held or `md` only).
+    pub(crate) fn set_throttle(&self, why: u8, on: bool) {
+        let was = self.throttled.load(Ordering::Acquire);
+        if (was & why != 0) == on {
+            return;
+        }
+        let _g = self.throttle_lock.lock();
+        let now = if on {
+            self.throttled.fetch_or(why, Ordering::AcqRel) | why
+        } else {
+            self.throttled.fetch_and(!why, Ordering::AcqRel) & !why
+        };
+        if now == 0 {
+            self.throttle.notify_all();
+        }
+    }
+
     /// Has the worker run soon (any context).
     pub(crate) fn kick(this: &Ref<Self>) {
         // `kick` only fails for a work item outside its container, which `PoolCore` is not.
@@ -1106,6 +1158,9 @@ impl PoolCore {
                 busy: AtomicBool::new(false),
                 idle_lock <- kernel::new_mutex!((), "rthin_pool_idle_lock"),
                 idle <- kernel::new_condvar!("rthin_pool_idle"),
+                throttled: AtomicU8::new(0),
+                throttle_lock <- kernel::new_mutex!((), "rthin_pool_throttle_lock"),
+                throttle <- kernel::new_condvar!("rthin_pool_throttle"),
                 provisions: AtomicUsize::new(0),
                 waker <- DelayedWork::new(),
                 deferred <- crate::new_irq_spinlock!(Deferred::default(), "rthin_pool_deferred"),

@@ -3,10 +3,18 @@
 //! The pool's worker: the half of the thin IO path that may block. It runs on the pool's
 //! workqueue, one instance at a time, in process context (see the IO path in [`super`]).
 
-use super::pool::{MdState, Mode, PoolCore, FEAT_SKIP_ZEROING, MAX_PROVISIONS, PREFIX};
+use super::pool::{
+    MdState, Mode, PoolCore, FEAT_SKIP_ZEROING, MAX_PROVISIONS, PREFIX, THROTTLE_CAP, THROTTLE_LAG,
+    THROTTLE_MS,
+};
 use super::prison::{DsEntry, Key};
 use super::{remap, split, Stage, ThinBio, ThinShared};
-use crate::dm::{kcopyd::JobDone, lifetime::Ref, BioList, BlkStatus, Op, OwnedBio};
+use crate::dm::{
+    kcopyd::JobDone,
+    lifetime::Ref,
+    workqueue::{jiffies, msecs_to_jiffies},
+    BioList, BlkStatus, Op, OwnedBio,
+};
 use crate::dm_err;
 use crate::pdata::Error as PdError;
 use core::sync::atomic::Ordering;
@@ -73,15 +81,21 @@ impl PoolCore {
     /// fail here once the pool has left write mode (before and after the pass, which may
     /// change the mode).
     pub(crate) fn work(this: &Ref<Self>) {
+        let mut lag = Lag {
+            core: this,
+            since: jiffies(),
+            on: false,
+        };
         this.fail_held();
-        Self::work_pass(this);
+        Self::work_pass(this, &mut lag);
         this.fail_held();
     }
 
-    fn work_pass(this: &Ref<Self>) {
+    fn work_pass(this: &Ref<Self>, lag: &mut Lag<'_>) {
         let prepared = this.prepared.lock().take_all();
         if !prepared.is_empty() {
             Self::continue_prepared(this, prepared);
+            lag.check();
         }
         if this.suspended.load(Ordering::Acquire) {
             // Held until resume (which kicks the worker): a suspended pool starts nothing.
@@ -90,7 +104,7 @@ impl PoolCore {
         }
         let (bios, flush) = this.deferred.lock().take();
         if !flush {
-            return Self::process_all(this, bios);
+            return Self::process_all(this, bios, lag);
         }
         // A flush covers every write completed before it, mappings included: commit first.
         // It fails if the commit fails, or if an abort threw away changes of its device that
@@ -112,25 +126,35 @@ impl PoolCore {
         for bio in failed {
             bio.end(BlkStatus::IOERR);
         }
-        Self::process_all(this, ready);
+        lag.check();
+        Self::process_all(this, ready, lag);
     }
 
     /// Serves `bios` in order while fewer than [`MAX_PROVISIONS`] provisions are in flight;
     /// the rest go back to the front of the deferred bios, in order, until one finishes (which
     /// kicks the worker). So the blocks in flight, and what they hold, stay bounded. Reads
     /// and writes are served in batches of up to [`BATCH`], one pass under the metadata lock
-    /// each; any other bio ends the batch before it, so the order of bios is kept.
-    fn process_all(this: &Ref<Self>, mut bios: BioList<ThinBio>) {
+    /// each; any other bio ends the batch before it, so the order of bios is kept. Between
+    /// batches, a run that has gone on too long throttles the thin devices ([`Lag`]); and
+    /// while provisions are capped, they wait too, until a batch's worth of them finish.
+    fn process_all(this: &Ref<Self>, mut bios: BioList<ThinBio>, lag: &mut Lag<'_>) {
         let mut batch = Batch::default();
         while let Some(bio) = bios.pop() {
             // Each bio of the batch may start one provision.
             if this.provisions.load(Ordering::Acquire) + batch.len >= MAX_PROVISIONS {
-                batch.serve(this);
+                batch.serve(this, lag);
                 if this.provisions.load(Ordering::Acquire) >= MAX_PROVISIONS {
                     let mut back = BioList::new();
                     back.push(bio);
                     back.append(bios);
                     this.deferred.lock().push_front(back);
+                    this.set_throttle(THROTTLE_CAP, true);
+                    // Provisions that finished meanwhile saw no throttle to clear: if they
+                    // took the count to where a release clears it, no later one may.
+                    if this.provisions.load(Ordering::Acquire) <= MAX_PROVISIONS - BATCH {
+                        this.set_throttle(THROTTLE_CAP, false);
+                        Self::kick(this);
+                    }
                     return;
                 }
             }
@@ -138,14 +162,15 @@ impl PoolCore {
                 batch.bios.push(bio);
                 batch.len += 1;
                 if batch.len == BATCH {
-                    batch.serve(this);
+                    batch.serve(this, lag);
                 }
             } else {
-                batch.serve(this);
+                batch.serve(this, lag);
                 Self::process(this, bio);
+                lag.check();
             }
         }
-        batch.serve(this);
+        batch.serve(this, lag);
     }
 
     /// Serves reads and writes in one pass under the metadata lock; what needs no lock (IO,
@@ -429,7 +454,13 @@ impl PoolCore {
         if let Some(o) = origin {
             waiters.append(md.prison.release(&Key::data(o)));
         }
-        self.provisions.fetch_sub(1, Ordering::AcqRel);
+        if self.provisions.fetch_sub(1, Ordering::AcqRel) <= MAX_PROVISIONS - BATCH {
+            // A batch below the cap: the worker serves deferred bios again (whoever released
+            // the cells kicks it), so thin devices may defer more. (Not at the first release
+            // below the cap: the thin devices would be let go and stopped again for every
+            // provision that finishes.)
+            self.set_throttle(THROTTLE_CAP, false);
+        }
         self.cells_changed(md);
         waiters
     }
@@ -655,10 +686,40 @@ struct Batch {
 
 impl Batch {
     /// Serves the bios gathered, if any, and starts a new batch.
-    fn serve(&mut self, this: &Ref<PoolCore>) {
+    fn serve(&mut self, this: &Ref<PoolCore>, lag: &mut Lag<'_>) {
         if self.len > 0 {
             self.len = 0;
             PoolCore::serve_batch(this, core::mem::take(&mut self.bios));
+            lag.check();
+        }
+    }
+}
+
+/// One run of the worker, timed: once it has gone on for longer than [`THROTTLE_MS`], the
+/// thin devices' `map` waits for it to end instead of deferring more bios, as dm-thin's
+/// `throttle_work_update`. Checked between batches, with no lock held; the run's end
+/// (`drop`) lets them go on.
+struct Lag<'a> {
+    core: &'a PoolCore,
+    /// When the run began (jiffies).
+    since: u64,
+    /// The thin devices are throttled.
+    on: bool,
+}
+
+impl Lag<'_> {
+    fn check(&mut self) {
+        if !self.on && jiffies().wrapping_sub(self.since) > msecs_to_jiffies(THROTTLE_MS) {
+            self.on = true;
+            self.core.set_throttle(THROTTLE_LAG, true);
+        }
+    }
+}
+
+impl Drop for Lag<'_> {
+    fn drop(&mut self) {
+        if self.on {
+            self.core.set_throttle(THROTTLE_LAG, false);
         }
     }
 }
