@@ -33,7 +33,7 @@ t_fua_waits_in_cell() {
 	local p1 p2
 	dd if=/dev/urandom of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((5 * 16)) oflag=direct status=none &
 	p1=$!
-	await 30 "W1 to allocate block 5" eval '[ "$(data_used rt_pool)" = 1 ]'
+	await 30 "W1 to allocate block 5" eval '[ "$(pool_used rt_pool --noflush)" = 1 ]'
 	dd if=/dev/urandom of=/dev/mapper/rt_thin bs=4096 count=1 seek=$((5 * 16 + 2)) oflag=direct,dsync status=none 2>/dev/null &
 	p2=$!
 	await 30 "block 5's zeroing" eval '[ "$(sectors_written "$DATA_DEV")" -ge $BS ]'
@@ -95,14 +95,6 @@ dev_writes() {
 # counts them only with queue/iostats set).
 sectors_written() {
 	awk '{print $7}' "$(sysblk "$1")/stat"
-}
-
-# data_used POOL: the data blocks POOL has in use, allocated in this transaction included
-# (its status without a commit).
-data_used() {
-	local s
-	s=$(dmsetup status --noflush "$1" | awk '{print $6}')
-	echo "${s%/*}"
 }
 
 # await SECONDS WHAT CMD...: polls CMD every 0.05 s until it succeeds; the test fails if it

@@ -41,8 +41,10 @@ make_thin() {
 	dmsetup create "$1" --table "0 $THIN_SECTORS ${4:-$THIN_TGT} /dev/mapper/${3:-rt_pool} $2"
 }
 msg() { dmsetup message rt_pool 0 "$@"; }
-status_field() { dmsetup status "$1" | awk -v f="$2" '{print $(f + 3)}'; }
-pool_used() { status_field "${1:-rt_pool}" 3 | cut -d/ -f1; }
+# status_field NAME N [--noflush]: field N of NAME's status (--noflush: a pool's, without the
+# commit a status makes first).
+status_field() { dmsetup status ${3:-} "$1" | awk -v f="$2" '{print $(f + 3)}'; }
+pool_used() { status_field "${1:-rt_pool}" 3 ${2:-} | cut -d/ -f1; }
 
 # expect_used N: the pool reports N data blocks in use.
 expect_used() {
