@@ -52,6 +52,7 @@
 //! Flushes and FUA writes commit the metadata before (and, for a provisioned FUA write,
 //! after) they are served, so what they promise holds for mappings too.
 
+pub(crate) mod gate;
 pub mod pool;
 mod prison;
 mod worker;

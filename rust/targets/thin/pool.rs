@@ -33,6 +33,7 @@
 //! pool). The dm-bufio client (which registers a shrinker) is created before it exists,
 //! never under it.
 
+use super::gate::{new_gate, Gate};
 use super::prison::{DeferredSet, Prison};
 use super::{ThinBio, ThinShared};
 use crate::dm::{
@@ -63,7 +64,7 @@ use kernel::{
     c_str,
     prelude::*,
     str::CStr,
-    sync::{Arc, CondVar, Mutex},
+    sync::{Arc, Mutex},
 };
 
 pub(crate) const PREFIX: &CStr = c_str!("rthin");
@@ -273,10 +274,13 @@ impl Deferred {
 /// How long one run of the worker may go on before the thin devices' `map` waits for it to
 /// end instead of deferring more bios: dm-thin's throttle threshold, one second.
 pub(crate) const THROTTLE_MS: u32 = 1000;
-/// `PoolCore::throttled`: a run of the worker has gone on for longer than [`THROTTLE_MS`].
+/// `PoolCore::throttle`: a run of the worker has gone on for longer than [`THROTTLE_MS`].
 pub(crate) const THROTTLE_LAG: u8 = 1;
-/// `PoolCore::throttled`: the worker left bios deferred with [`MAX_PROVISIONS`] in flight.
+/// `PoolCore::throttle`: the worker left bios deferred with [`MAX_PROVISIONS`] in flight.
 pub(crate) const THROTTLE_CAP: u8 = 2;
+
+/// `PoolCore::idle`: a cell is held.
+const IDLE_BUSY: u8 = 1;
 
 /// At most this many provisions (cells held for a new block) are in flight in a pool, as
 /// dm-thin's pool of mappings.
@@ -302,30 +306,19 @@ pub(crate) struct PoolCore {
     /// under it is NOIO.
     #[pin]
     pub(crate) md: NoioRwSem<MdState>,
-    /// Whether any cell is held: derived from the prison by [`PoolCore::cells_changed`]
-    /// (under `md` held for writing) whenever it changes; a suspending pool waits until it
-    /// is clear.
-    busy: AtomicBool,
-    /// The lock `idle` waits with (rank 2b, a leaf: taken under `md` or alone).
+    /// Whether any cell is held ([`IDLE_BUSY`]): derived from the prison by
+    /// [`PoolCore::cells_changed`] (under `md` held for writing) whenever it changes; a
+    /// suspending pool waits until it is clear (rank 2b, a leaf: taken under `md` or alone).
     #[pin]
-    idle_lock: Mutex<()>,
-    /// Notified when `busy` clears.
-    #[pin]
-    idle: CondVar,
+    idle: Gate,
     /// Why the thin devices' `map` waits instead of deferring bios ([`THROTTLE_LAG`],
-    /// [`THROTTLE_CAP`] bits; none: it does not wait). As dm-thin's throttle, a worker
-    /// that lags behind the IO is not handed more while it catches up; and while
-    /// [`MAX_PROVISIONS`] provisions are in flight, the deferred list does not grow either.
-    /// A waiting `map` holds no lock ([`PoolCore::wait_throttle`]). Read without the lock
-    /// first: most `map` calls find it clear.
-    throttled: AtomicU8,
-    /// The lock `throttled` changes under and `throttle` waits with (rank 2e, a leaf: taken
-    /// alone, or under `md`).
+    /// [`THROTTLE_CAP`]; none: it does not wait). As dm-thin's throttle, a worker that lags
+    /// behind the IO is not handed more while it catches up; and while [`MAX_PROVISIONS`]
+    /// provisions are in flight, the deferred list does not grow either. A waiting `map`
+    /// holds no lock ([`PoolCore::wait_throttle`]); most `map` calls find the gate open
+    /// without taking its lock (rank 2e, a leaf: taken alone, or under `md`).
     #[pin]
-    throttle_lock: Mutex<()>,
-    /// Notified when `throttled` clears.
-    #[pin]
-    throttle: CondVar,
+    throttle: Gate,
     /// Provisions in flight (cells held for a new block): the worker starts no more than
     /// [`MAX_PROVISIONS`], and leaves the rest of its bios deferred until some finish.
     pub(crate) provisions: AtomicUsize,
@@ -441,31 +434,13 @@ impl PoolCore {
     /// A thin's `map` is about to defer a bio: while the worker throttles the thin devices,
     /// wait until it stops (process context, no lock held; the wait holds none either).
     pub(crate) fn wait_throttle(&self) {
-        if self.throttled.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let mut g = self.throttle_lock.lock();
-        while self.throttled.load(Ordering::Acquire) != 0 {
-            self.throttle.wait(&mut g);
-        }
+        self.throttle.wait_clear();
     }
 
     /// Sets (`on`) or clears a reason (`THROTTLE_*`) for the thin devices' `map` to wait;
     /// the waiters go on once none is left (process context, no lock held or `md` only).
     pub(crate) fn set_throttle(&self, why: u8, on: bool) {
-        let was = self.throttled.load(Ordering::Acquire);
-        if (was & why != 0) == on {
-            return;
-        }
-        let _g = self.throttle_lock.lock();
-        let now = if on {
-            self.throttled.fetch_or(why, Ordering::AcqRel) | why
-        } else {
-            self.throttled.fetch_and(!why, Ordering::AcqRel) & !why
-        };
-        if now == 0 {
-            self.throttle.notify_all();
-        }
+        self.throttle.set(why, on);
     }
 
     /// Has the worker run soon (any context).
@@ -894,14 +869,7 @@ impl PoolCore {
     /// The prison changed (under `md` held for writing): records whether any cell is left,
     /// and wakes a suspending pool when none is.
     pub(crate) fn cells_changed(&self, md: &MdState) {
-        let busy = !md.prison.is_empty();
-        self.busy.store(busy, Ordering::Release);
-        if !busy {
-            // Taken so the wakeup cannot fall between the waiter's look at `busy` and its
-            // sleep.
-            let _g = self.idle_lock.lock();
-            self.idle.notify_all();
-        }
+        self.idle.set(IDLE_BUSY, !md.prison.is_empty());
     }
 
     pub(crate) fn has_feature(&self, f: u8) -> bool {
@@ -1155,12 +1123,8 @@ impl PoolCore {
                     },
                     "rthin_pool_metadata"
                 ),
-                busy: AtomicBool::new(false),
-                idle_lock <- kernel::new_mutex!((), "rthin_pool_idle_lock"),
-                idle <- kernel::new_condvar!("rthin_pool_idle"),
-                throttled: AtomicU8::new(0),
-                throttle_lock <- kernel::new_mutex!((), "rthin_pool_throttle_lock"),
-                throttle <- kernel::new_condvar!("rthin_pool_throttle"),
+                idle <- new_gate!("rthin_pool_idle"),
+                throttle <- new_gate!("rthin_pool_throttle"),
                 provisions: AtomicUsize::new(0),
                 waker <- DelayedWork::new(),
                 deferred <- crate::new_irq_spinlock!(Deferred::default(), "rthin_pool_deferred"),
@@ -1357,13 +1321,10 @@ impl Target for Pool {
         let core = &this.core;
         core.suspended.store(true, Ordering::Release);
         // The worker holds cells under `md` held for writing, and looks at `suspended` there:
-        // once this pass through the lock is over, it holds no new ones, and `busy` says
+        // once this pass through the lock is over, it holds no new ones, and the idle gate says
         // whether any is left.
         drop(core.md.write());
-        let mut g = core.idle_lock.lock();
-        while core.busy.load(Ordering::Acquire) {
-            core.idle.wait(&mut g);
-        }
+        core.idle.wait_clear();
     }
 
     fn presuspend_undo(this: Pin<&Self>) {
