@@ -807,9 +807,11 @@ impl PoolCore {
         r
     }
 
+    /// Commits (process context, no lock held), then raises the event a mode change of the
+    /// commit (or anything before it) left pending.
     pub(crate) fn commit(&self) {
-        let mut md = self.md.write();
-        let _ = self.commit_locked(&mut md);
+        let _ = self.commit_locked(&mut self.md.write());
+        self.raise_pending_event();
     }
 
     /// Stops the waker and waits for a running instance (process context, no lock held).
@@ -1453,7 +1455,6 @@ impl Target for Pool {
         // `commit` does nothing in a mode other than write, or with nothing to commit.
         if kind == StatusType::Info && flags & STATUS_NOFLUSH == 0 && !ti.is_suspended() {
             this.core.commit();
-            this.core.raise_pending_event();
         }
         let _ = match kind {
             StatusType::Info => Self::info(&this, out),
