@@ -41,11 +41,15 @@ ktap_done() {
 	[ $_ktap_fail = 0 ]
 }
 
-# run_suite NAME:FUNCTION...: a KTAP plan, each test, and the suite's exit status.
+# run_suite NAME:FUNCTION...: a KTAP plan, each test, and the suite's exit status. With
+# TESTS_ONLY=REGEX in the environment, only the tests whose names match it run.
 run_suite() {
-	local t
-	ktap_plan $#
-	for t in "$@"; do run_test "${t%%:*}" "${t#*:}"; done
+	local t sel=()
+	for t in "$@"; do
+		[[ -z "${TESTS_ONLY:-}" || "${t%%:*}" =~ $TESTS_ONLY ]] && sel+=("$t")
+	done
+	ktap_plan ${#sel[@]}
+	for t in "${sel[@]}"; do run_test "${t%%:*}" "${t#*:}"; done
 	ktap_done
 }
 
