@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (or reuse) the rthin test kernel from Debian's linux-source-6.12, unpatched.
-# usage: scripts/kernel.sh [test|bench]    prints the build directory on stdout
+# usage: scripts/kernel.sh [test|bench|checker]    prints the build directory on stdout
 # The build is cached under $RTHIN_CACHE, keyed by source version, config and toolchain;
 # with nothing changed, a second run returns in seconds.
 set -euo pipefail
@@ -34,8 +34,9 @@ if [ ! -f "$stamp" ]; then
 	start=$(date +%s)
 	log "configuring kernel ($flavour) in $out"
 	make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" tinyconfig >&2
+	mapfile -t fragments < <(kernel_fragments "$flavour")
 	KCONFIG_CONFIG="$out/.config" "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" \
-		"$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config" >"$out/config.log" 2>&1
+		"${fragments[@]}" >"$out/config.log" 2>&1
 	make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" olddefconfig >&2
 	# Every option the fragments ask for must have survived olddefconfig.
 	bad=0
@@ -47,7 +48,7 @@ if [ ! -f "$stamp" ]; then
 		else
 			grep -qx "$opt=$val" "$out/.config" || { log "config: $opt=$val did not stick"; bad=1; }
 		fi
-	done < <(cat "$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config")
+	done < <(cat "${fragments[@]}")
 	[ $bad = 0 ] || die "kernel config fragments do not apply"
 	make -s -C "$src" O="$out" "${KMAKE_VARS[@]}" rustavailable >&2 || die "Rust toolchain not accepted by the kernel"
 	log "building kernel ($flavour), this takes a while on 2 cores"

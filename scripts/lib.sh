@@ -35,12 +35,22 @@ kernel_src_dir() {
 	echo "$RTHIN_CACHE/src/linux-$(kernel_src_version)"
 }
 
+# Config fragments of a kernel flavour, merged in this order over tinyconfig: base.config,
+# then the flavour's own; the checker flavour is the test kernel's plus its own checkers.
+kernel_fragments() {
+	local d=$RTHIN_TOP/scripts/kconfig
+	echo "$d/base.config"
+	[ "$1" = checker ] && echo "$d/test.config"
+	echo "$d/$1.config"
+}
+
 # Cache key of a kernel build: source version, config fragments, toolchain.
 kernel_key() {
 	local flavour=$1
 	{
 		kernel_src_version
-		cat "$RTHIN_TOP/scripts/kconfig/base.config" "$RTHIN_TOP/scripts/kconfig/$flavour.config"
+		# (the test flavour's key is what it was before there were other fragment lists)
+		kernel_fragments "$flavour" | xargs cat
 		/usr/bin/rustc --version
 		"$BINDGEN" --version 2>/dev/null
 		/usr/lib/llvm-16/bin/clang --version | head -1
@@ -48,7 +58,7 @@ kernel_key() {
 	} | sha256sum | cut -c1-16
 }
 
-# Build directory (O=) of a kernel flavour: `test` or `bench`.
+# Build directory (O=) of a kernel flavour: `test`, `bench` or `checker`.
 kernel_build_dir() {
 	local flavour=${1:-test}
 	echo "$RTHIN_CACHE/kbuild-$flavour-$(kernel_key "$flavour")"

@@ -1,24 +1,41 @@
 #!/usr/bin/env bash
 # Runs inside the guest: selftest suites, KTAP to stdout and to $RTHIN_RESULTS/ktap.txt.
-# usage: selftests/guest-run.sh [--long | SUITE...]
-#   (none)    make check's suites: every suite; the seeds on rthin only, the table fuzzer's
-#             short run
+# usage: selftests/guest-run.sh [--long | --checker | --checker-long | SUITE...]
+#   (none)    make check's suites: every suite; the seeds on rthin only, the fuzzers' short
+#             runs
 #   --long    make check-long's: the seeds on upstream dm-thin (the same scenarios, the
-#             reference behaviour) and the table fuzzer's long run
+#             reference behaviour) and the fuzzers' long runs
+#   --checker make check's run on the checker kernel (KASAN, kmemleak, DEBUG_OBJECTS): a
+#             subset of the suites, then a kmemleak scan after rthin is unloaded; results
+#             in ktap-checker.txt and dmesg-checker.log
+#   --checker-long  make check-long's on the checker kernel: every suite of make check,
+#             then the kmemleak scan
 #   SUITE...  those selftests/*.sh suites, each as it runs by itself (seeds.sh: both
-#             targets; fuzz_table.sh: its default counts)
+#             targets; the fuzzers: their default counts)
 # A suite in the lists below may carry VAR=VALUE settings for its run, after its name.
 set -u
 cd "$(dirname "$0")"
 check=(rlinear pool thin thin_io parity "seeds SEEDS_ONLY=_rthin$" "fuzz_table FUZZ_CASES=1000 FUZZ_DMSETUP_CASES=40")
 long=("seeds SEEDS_ONLY=_dmthin$" "fuzz_table FUZZ_CASES=12000 FUZZ_DMSETUP_CASES=300")
-suites=("$@")
-if [ "${1:-}" = --long ]; then
-	suites=("${long[@]}")
-elif [ ${#suites[@]} = 0 ]; then
-	suites=("${check[@]}")
+# (On the checker kernel, TCG runs two to three times slower: make check's share is the IO
+# path's core, the suspend and lifetime tests and the seeds' scenarios.)
+checker=("thin TESTS_ONLY=^thin_(write_read|snapshots|discard|out_of_space|mixed_concurrency)$"
+	"thin_io TESTS_ONLY=^thin_io_(suspend|flush_after_abort|discard_waits|wipe_table)"
+	"seeds SEEDS_ONLY=_rthin$")
+suites=("$@") tag= leaks=0
+case "${1:-}" in
+--long) suites=("${long[@]}") ;;
+--checker) suites=("${checker[@]}") tag=-checker leaks=1 ;;
+--checker-long) suites=("${check[@]}") tag=-checker leaks=1 ;;
+*) [ ${#suites[@]} -gt 0 ] || suites=("${check[@]}") ;;
+esac
+out=$RTHIN_RESULTS/ktap$tag.txt
+if [ $leaks = 1 ]; then
+	mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+	# What booting left behind is not the tests': scanned now and set aside.
+	echo scan >/sys/kernel/debug/kmemleak
+	echo clear >/sys/kernel/debug/kmemleak
 fi
-out=$RTHIN_RESULTS/ktap.txt
 : >"$out"
 echo "rthin guest: kernel $(uname -r), $(nproc) cpus" >&2
 rc=0
@@ -29,6 +46,11 @@ for entry in "${suites[@]}"; do
 	env $settings bash "./$s.sh" 2>&1 | tee -a "$out"
 	[ "${PIPESTATUS[0]}" = 0 ] || rc=1
 done
-dmesg >"$RTHIN_RESULTS/dmesg.log"
+if [ $leaks = 1 ]; then
+	echo "# suite: kmemleak" | tee -a "$out"
+	bash ./kmemleak.sh 2>&1 | tee -a "$out"
+	[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+fi
+dmesg >"$RTHIN_RESULTS/dmesg$tag.log"
 echo "# guest done" | tee -a "$out"
 exit $rc
