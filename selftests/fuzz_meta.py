@@ -31,6 +31,7 @@ import subprocess
 import sys
 
 from dmioctl import DM
+from sb_flags import checksum as dm_checksum   # dm_bm_checksum, with a salt
 
 BLKDISCARD = 0x1277
 
@@ -43,24 +44,8 @@ INTERNAL, LEAF = 1, 2
 ENTRIES_PER_BITMAP = (BLOCK - 16) * 4
 
 
-def _table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-TABLE = _table()
-
-
 def checksum(block, kind):
-    c = 0xFFFFFFFF
-    for b in memoryview(block)[4:]:
-        c = TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ SALT[kind]
+    return dm_checksum(memoryview(block)[4:], SALT[kind])
 
 
 def u64(b, off):

@@ -70,7 +70,7 @@ base_image() {
 }
 
 t_fuzz_meta() {
-	local pid kpid last now stale=0
+	local pid kpid
 	load_targets
 	base_image
 	echo "seed $FUZZ_SEED, $FUZZ_META_CASES cases: reproduce with FUZZ_SEED=$FUZZ_SEED" \
@@ -83,18 +83,7 @@ t_fuzz_meta() {
 		/dev/mapper/rt_zm "$DATA_DEV" "$TMP/progress" "$POOL_TGT" "$THIN_TGT" \
 		>"$RTHIN_RESULTS/fuzz-meta-$THIN_TGT.txt" 2>&1 &
 	pid=$!
-	last=$(cat "$TMP/progress")
-	while kill -0 $pid 2>/dev/null; do
-		sleep 2
-		now=$(cat "$TMP/progress")
-		if [ "$now" = "$last" ]; then stale=$((stale + 2)); else stale=0 last=$now; fi
-		if [ $stale -ge 60 ]; then
-			kill $kpid
-			tail -5 "$RTHIN_RESULTS/fuzz-meta-$THIN_TGT.txt"
-			fail "no progress for 60 s: hung at $now"
-			return 1
-		fi
-	done
+	watch_progress $pid "$TMP/progress" || { kill $kpid; tail -5 "$RTHIN_RESULTS/fuzz-meta-$THIN_TGT.txt"; return 1; }
 	wait $pid || { tail -20 "$RTHIN_RESULTS/fuzz-meta-$THIN_TGT.txt"; fail "the fuzzer failed ($(cat "$TMP/progress"))"; }
 	head -1 "$RTHIN_RESULTS/fuzz-meta-$THIN_TGT.txt"
 	tail -1 "$RTHIN_RESULTS/fuzz-meta-$THIN_TGT.txt"

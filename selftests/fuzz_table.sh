@@ -42,7 +42,7 @@ fuzz_setup() {
 # fuzz ENGINE CASES: run the fuzzer; fail on a hang (no progress for 60 s: the case is named
 # and the fuzzer is left behind), on its failure, or on a kernel report.
 fuzz() {
-	local engine=$1 cases=$2 pid last stale=0 now kpid
+	local engine=$1 cases=$2 pid kpid
 	load_targets
 	kmod dm-flakey || true
 	fuzz_setup
@@ -58,18 +58,7 @@ fuzz() {
 	FUZZ_OUTCOMES=$RTHIN_RESULTS/fuzz-$THIN_TGT-$engine.txt python3 "$here/fuzz_table.py" "$engine" "$FUZZ_SEED" "$cases" "$TMP/progress" \
 		"$POOL_TGT" "$THIN_TGT" "$TMP/block0" >"$TMP/fuzz.out" 2>&1 &
 	pid=$!
-	last=$(cat "$TMP/progress")
-	while kill -0 $pid 2>/dev/null; do
-		sleep 2
-		now=$(cat "$TMP/progress")
-		if [ "$now" = "$last" ]; then stale=$((stale + 2)); else stale=0 last=$now; fi
-		if [ $stale -ge 60 ]; then
-			kill $kpid
-			cat "$TMP/fuzz.out"
-			fail "no progress for 60 s: hung at $now"
-			return 1
-		fi
-	done
+	watch_progress $pid "$TMP/progress" || { kill $kpid; cat "$TMP/fuzz.out"; return 1; }
 	wait $pid || { cat "$TMP/fuzz.out"; fail "the fuzzer failed (last: $(cat "$TMP/progress"))"; }
 	cat "$TMP/fuzz.out"
 	dmsetup status rt_fpool

@@ -77,6 +77,19 @@ expect_refused() {
 
 fail() { echo "FAIL: $*"; return 1; }
 
+# watch_progress PID FILE: waits while process PID runs, which writes the step it is at to
+# FILE; fails, naming that step, once FILE has not changed for 60 s (PID is left behind).
+watch_progress() {
+	local pid=$1 file=$2 last now stale=0
+	last=$(cat "$file")
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 2
+		now=$(cat "$file")
+		if [ "$now" = "$last" ]; then stale=$((stale + 2)); else stale=0 last=$now; fi
+		[ $stale -lt 60 ] || { fail "no progress for 60 s: hung at $now"; return 1; }
+	done
+}
+
 # An upstream module from the test kernel's own build.
 kmod() { modprobe -d "$RTHIN_KDIR/mods" "$@"; }
 

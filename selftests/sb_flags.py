@@ -25,13 +25,13 @@ def _table():
 TABLE = _table()
 
 
-def checksum(data):
+def checksum(data, salt=SUPERBLOCK_CSUM_XOR):
     # dm_bm_checksum: the kernel's crc32c with seed ~0 and no final inversion, xor a
     # per-block-type constant.
     c = 0xFFFFFFFF
     for b in data:
         c = TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ SUPERBLOCK_CSUM_XOR
+    return c ^ salt
 
 
 def main():
@@ -61,4 +61,5 @@ def main():
     print(flags)
 
 
-main()
+if __name__ == "__main__":
+    main()
