@@ -8,7 +8,7 @@
 //!
 //! | rank | lock | kind | held in | protects |
 //! |------|------|------|---------|----------|
-//! | 1 | per-device (thin/rlinear target) state | — | — | none exists yet: a thin device's state is immutable after its constructor but for one atomic flag (`requeue`, set under the pool's `held` lock during a noflush suspend), and its in-flight bios hold [`crate::dm::lifetime::Ref`]s |
+//! | 1 | per-device (thin/rlinear target) state | — | — | none exists yet: a thin device's state is immutable after its constructor but for one atomic flag (`requeue`, set under the pool's `held` lock during a noflush suspend) and the size of its external origin (`origin_size`, an atomic its preresume sets, while no IO is mapped), and its in-flight bios hold [`crate::dm::lifetime::Ref`]s |
 //! | 2 | pool metadata lock (`PoolCore::md`, a [`crate::dm::sync::NoioRwSem`] over `MdState`) | rw_semaphore; a NOIO allocation scope while held | process context: shared by `map` of a thin device and status lookups; exclusive for the pool worker, kcopyd's completion work of the pool's client (mapping a block it prepared), messages, commits, constructors, suspend/resume, a pool's shutdown | the pool's metadata, its open thin devices (with their changed/aborted flags), and the bio prison (cells of blocks being provisioned, unmapped or having their sharing broken) |
 //! | 2b | a pool's idle gate (`PoolCore::idle`, a `Gate` of `targets/thin/gate.rs`: its leaf `Mutex<()>`) | mutex, a leaf | process context: a suspending pool waiting for the cells to close; the worker (under rank 2) opening or closing it | nothing but the condvar's wait: the gate's reasons are an atomic |
 //! | 2c | a pool's pending-stamp list (`BufioBm::pending` in `targets/metadata.rs`, a kernel `Mutex`) | mutex, a leaf | process context: a metadata block's write unlock, a flush or abort (all under rank 2, or in a pool's constructor before rank 2 exists) | the metadata blocks changed in this transaction and not yet stamped with their checksum |
@@ -78,6 +78,10 @@
 //!   the holder of a later cell that waits for the IO in flight;
 //!   a rank-4 lock to defer a bio; and in `end_io`, rank-4 locks to count it out of flight
 //!   or to hand a provisioned bio back.
+//! - A discard passed down to the data device is submitted by the worker with no lock held
+//!   (the references that keep its blocks allocated are taken and dropped under the
+//!   metadata lock); its completion, in any context, only takes the rank-4 `prepared` lock
+//!   to hand the thin's discard back to the worker.
 //! - Writes held while the pool is out of data space (`PoolCore::held`, rank 4) go in only
 //!   under the metadata lock held for writing, and every path that takes them all out for
 //!   good (leaving out-of-space mode in a commit or a table bind, the no-space timeout) takes

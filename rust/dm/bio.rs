@@ -145,6 +145,17 @@ impl BioView {
         unsafe { bindings::zero_fill_bio_iter(self.raw(), (*self.raw()).bi_iter) };
     }
 
+    /// Shortens the bio to its first `bytes` bytes (no more than it has): what comes after is
+    /// left as it is in its pages (zero-filled first, for a read that the device serves only
+    /// in part, as dm-thin's read past the end of an external origin).
+    pub fn truncate(&mut self, bytes: u32) {
+        if bytes < self.size() {
+            // SAFETY: the bio is valid and ours to modify (type invariant); a smaller size
+            // describes a prefix of the same pages.
+            unsafe { (*self.raw()).bi_iter.bi_size = bytes };
+        }
+    }
+
     /// Sets the status the bio completes with.
     pub fn set_status(&mut self, status: BlkStatus) {
         // SAFETY: the bio is valid and ours (type invariant).

@@ -22,6 +22,17 @@ unsigned int rthin_bdev_max_discard_sectors(struct block_device *bdev)
 	return bdev_max_discard_sectors(bdev);
 }
 
+void rthin_discard_range(struct block_device *bdev, sector_t sector, sector_t nr_sects,
+			 struct bio **chain)
+{
+	__blkdev_issue_discard(bdev, sector, nr_sects, GFP_NOIO, chain);
+}
+
+struct bio *rthin_bio_alloc_noio(void)
+{
+	return bio_alloc(NULL, 0, 0, GFP_NOIO);
+}
+
 void rthin_init_completion(struct completion *x)
 {
 	init_completion(x);
@@ -105,6 +116,20 @@ MODULE_PARM_DESC(no_space_timeout, "Out of data space queue IO timeout in second
 unsigned int rthin_no_space_timeout(void)
 {
 	return READ_ONCE(no_space_timeout);
+}
+
+/*
+ * Register the thin targets under dm-thin's names, `thin-pool` and `thin`, instead of
+ * `rthin-pool` and `rthin`, so that lvm2 and other dm-thin users drive rthin. Read once,
+ * when the module registers its targets.
+ */
+static bool dm_thin_names;
+module_param(dm_thin_names, bool, 0444);
+MODULE_PARM_DESC(dm_thin_names, "Register the thin targets as thin-pool and thin (dm-thin's names; dm-thin must not be loaded)");
+
+bool rthin_dm_thin_names(void)
+{
+	return READ_ONCE(dm_thin_names);
 }
 
 void rthin_msleep(unsigned int ms)

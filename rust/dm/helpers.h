@@ -18,6 +18,9 @@
 void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev);
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev);
 unsigned int rthin_bdev_max_discard_sectors(struct block_device *bdev);
+void rthin_discard_range(struct block_device *bdev, sector_t sector, sector_t nr_sects,
+			 struct bio **chain);
+struct bio *rthin_bio_alloc_noio(void);
 
 void rthin_init_completion(struct completion *x);
 void rthin_might_sleep(void);
@@ -34,6 +37,7 @@ void rthin_fs_reclaim_acquire(void);
 void rthin_fs_reclaim_release(void);
 unsigned int rthin_commit_period_ms(void);
 unsigned int rthin_no_space_timeout(void);
+bool rthin_dm_thin_names(void);
 void rthin_msleep(unsigned int ms);
 void rthin_memalloc_noio_restore(unsigned int flags);
 

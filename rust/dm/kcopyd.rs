@@ -9,7 +9,7 @@
 //!
 //! C header: [`include/linux/dm-kcopyd.h`](srctree/include/linux/dm-kcopyd.h)
 
-use super::{bdev::BlockDevice, bindings, bio::OwnedBio};
+use super::{bdev::BlockDevice, bindings, bio::OwnedBio, device::DmDev};
 use core::ptr::NonNull;
 use kernel::ffi::{c_int, c_ulong, c_void};
 use kernel::{error::from_err_ptr, prelude::*};
@@ -64,9 +64,13 @@ impl Kcopyd {
         })
     }
 
-    fn region(dev: &BlockDevice, sector: u64, count: u64) -> bindings::dm_io_region {
+    fn region(
+        bdev: *mut bindings::block_device,
+        sector: u64,
+        count: u64,
+    ) -> bindings::dm_io_region {
         bindings::dm_io_region {
-            bdev: dev.bdev(),
+            bdev,
             sector,
             count,
         }
@@ -84,12 +88,49 @@ impl Kcopyd {
         count: u64,
         bio: OwnedBio<P>,
     ) {
+        // SAFETY: `src` is open while borrowed, and its owner (a pool, with this client)
+        // drops this client, which waits for the job, before it closes `src`.
+        unsafe { self.copy_raw(src.bdev(), src_sector, dst, dst_sector, count, bio) };
+    }
+
+    /// As [`Kcopyd::copy_then`], from a device of a target's table (a thin device's external
+    /// origin). `bio` must keep `src` open until the job is done: a bio of a target holds a
+    /// reference to the target's state, which holds its devices.
+    pub fn copy_from_table_dev_then<P: JobDone>(
+        &self,
+        src: &DmDev,
+        src_sector: u64,
+        dst: &BlockDevice,
+        dst_sector: u64,
+        count: u64,
+        bio: OwnedBio<P>,
+    ) {
+        // SAFETY: `src` is open while borrowed, and stays open until the job is done: the
+        // job carries `bio`, which holds it open (the contract above).
+        unsafe { self.copy_raw(src.bdev(), src_sector, dst, dst_sector, count, bio) };
+    }
+
+    /// Starts the copy of [`Kcopyd::copy_then`] from the block device `src`.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be an open block device that stays open until the job is done.
+    unsafe fn copy_raw<P: JobDone>(
+        &self,
+        src: *mut bindings::block_device,
+        src_sector: u64,
+        dst: &BlockDevice,
+        dst_sector: u64,
+        count: u64,
+        bio: OwnedBio<P>,
+    ) {
         let mut from = Self::region(src, src_sector, count);
-        let mut to = Self::region(dst, dst_sector, count);
+        let mut to = Self::region(dst.bdev(), dst_sector, count);
         let ctx = bio.into_raw().cast::<c_void>();
         // SAFETY: `kc` is live (type invariant), and outlives the job: dropping the client
-        // waits for its jobs. The regions name open devices and are copied by kcopyd before
-        // it returns. kcopyd calls `notify_bio` exactly once, with the bio given up above.
+        // waits for its jobs. The regions name open devices (`src` by the safety
+        // requirements, `dst` as in `copy_then`) and are copied by kcopyd before it returns.
+        // kcopyd calls `notify_bio` exactly once, with the bio given up above.
         unsafe {
             bindings::dm_kcopyd_copy(
                 self.kc.as_ptr(),
@@ -112,7 +153,7 @@ impl Kcopyd {
         count: u64,
         bio: OwnedBio<P>,
     ) {
-        let mut to = Self::region(dst, sector, count);
+        let mut to = Self::region(dst.bdev(), sector, count);
         let ctx = bio.into_raw().cast::<c_void>();
         // SAFETY: as in `copy_then`.
         unsafe {

@@ -293,15 +293,24 @@ impl Ctr<'_> {
 
     /// Opens `path` (a `/dev` path or `major:minor`) with the table's mode.
     pub fn get_device(&mut self, path: &CStr) -> Result<DmDev> {
+        // SAFETY: `ti` is a valid target under construction; its table is set before.
+        let mode = unsafe { bindings::dm_table_get_mode((*self.ti.as_ptr()).table) };
+        self.get_device_mode(path, mode)
+    }
+
+    /// Opens `path` (a `/dev` path or `major:minor`) for reading only, whatever the table's
+    /// mode (a device the target never writes, such as dm-thin's external origin).
+    pub fn get_device_read_only(&mut self, path: &CStr) -> Result<DmDev> {
+        self.get_device_mode(path, bindings::RTHIN_BLK_OPEN_READ)
+    }
+
+    fn get_device_mode(&mut self, path: &CStr, mode: bindings::blk_mode_t) -> Result<DmDev> {
         let anchor = self.anchor()?;
         let ti = self.ti.as_ptr();
         let mut dev: *mut bindings::dm_dev = ptr::null_mut();
         // SAFETY: `ti` is a valid target under construction, `path` a valid string and `dev`
         // a valid place for the result.
-        let ret = unsafe {
-            let mode = bindings::dm_table_get_mode((*ti).table);
-            bindings::dm_get_device(ti, path.as_char_ptr(), mode, &mut dev)
-        };
+        let ret = unsafe { bindings::dm_get_device(ti, path.as_char_ptr(), mode, &mut dev) };
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
@@ -950,13 +959,13 @@ impl<T: Target> Callbacks<T> {
         T::io_hints(this, info, &mut limits);
     }
 
-    fn target_type(module: &'static ThisModule) -> bindings::target_type {
+    fn target_type(module: &'static ThisModule, name: &'static CStr) -> bindings::target_type {
         // Each optional callback is named only inside a branch on its constant `HAS_*` flag:
         // taking its address unconditionally (e.g. `HAS_X.then_some(cb as _)`) would
         // instantiate the trait's `build_error!` default and fail the module's link.
         bindings::target_type {
             features: T::FEATURES,
-            name: T::NAME.as_char_ptr(),
+            name: name.as_char_ptr(),
             module: module.as_ptr(),
             version: T::VERSION,
             ctr: Some(Self::ctr_callback),
@@ -1035,11 +1044,17 @@ unsafe impl<T: Target> Send for Registration<T> {}
 unsafe impl<T: Target> Sync for Registration<T> {}
 
 impl<T: Target> Registration<T> {
-    /// Registers `T` with device-mapper.
+    /// Registers `T` with device-mapper under its own name, [`Target::NAME`].
     pub fn new(module: &'static ThisModule) -> Result<Self> {
+        Self::new_as(module, T::NAME)
+    }
+
+    /// Registers `T` with device-mapper under `name` (table lines and `dmsetup targets` use
+    /// it). Fails with `EBUSY` if a target of that name is registered already.
+    pub fn new_as(module: &'static ThisModule, name: &'static CStr) -> Result<Self> {
         let tt = KBox::new(Opaque::uninit(), GFP_KERNEL)?;
         // SAFETY: `tt` points to memory we own, valid for writes.
-        unsafe { ptr::write(tt.get(), Callbacks::<T>::target_type(module)) };
+        unsafe { ptr::write(tt.get(), Callbacks::<T>::target_type(module, name)) };
         // SAFETY: `tt` is fully initialised and stays at its heap address until unregistered.
         let ret = unsafe { bindings::dm_register_target(tt.get()) };
         if ret != 0 {
@@ -1059,6 +1074,13 @@ impl<T: Target> Drop for Registration<T> {
         // targets is in use, so no table refers to this type any more.
         unsafe { bindings::dm_unregister_target(self.tt.get()) };
     }
+}
+
+/// Whether the module registers its thin targets under dm-thin's names (`thin-pool`, `thin`):
+/// the `dm_thin_names` module parameter, off by default.
+pub fn dm_thin_names() -> bool {
+    // SAFETY: reads a read-only module parameter.
+    unsafe { bindings::rthin_dm_thin_names() }
 }
 
 /// `DM_TARGET_*` feature flags for [`Target::FEATURES`].

@@ -24,7 +24,7 @@ use crate::dm::bufio::{Client, ReadBuf, WriteBuf};
 use crate::pdata::{Block, BlockManager, Error, Result, Validator, BLOCK_SIZE};
 use core::{
     ops::{Deref, DerefMut},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
 use kernel::{
     alloc::flags::{__GFP_NOWARN, GFP_KERNEL, GFP_NOWAIT},
@@ -49,7 +49,10 @@ type Pending = KVec<(u64, Validator)>;
 /// pdata's block manager over a dm-bufio client of 4 KiB blocks.
 pub struct BufioBm {
     client: Client<BLOCK_SIZE>,
-    nr_blocks: u64,
+    /// Blocks the metadata may use: the device's size when the client was made, grown with
+    /// the device on a pool's resume ([`BufioBm::grow_to`]). Changed and read under the
+    /// pool's metadata lock (or in its constructor, before the lock exists).
+    nr_blocks: AtomicU64,
     /// Blocks changed since the last flush and not stamped yet, with their validators (a
     /// leaf lock, rank 2c in [`crate::locking`]: taken under the metadata lock, or in a pool's
     /// constructor before that lock exists).
@@ -57,9 +60,10 @@ pub struct BufioBm {
 }
 
 impl BufioBm {
-    /// Wraps a client; the device's size is read once, here.
+    /// Wraps a client; the device's size is read here, and again when the pool resumes
+    /// ([`BufioBm::device_blocks`]).
     pub fn new(client: Client<BLOCK_SIZE>) -> error::Result<Self> {
-        let nr_blocks = client.nr_blocks().min(MAX_METADATA_BLOCKS);
+        let nr_blocks = AtomicU64::new(client.nr_blocks().min(MAX_METADATA_BLOCKS));
         let pending = KBox::pin_init(
             kernel::new_mutex!(KVec::new(), "rthin_metadata_pending"),
             GFP_KERNEL,
@@ -69,6 +73,18 @@ impl BufioBm {
             nr_blocks,
             pending,
         })
+    }
+
+    /// The metadata device's size now, in blocks, up to [`MAX_METADATA_BLOCKS`].
+    pub fn device_blocks(&self) -> u64 {
+        self.client.nr_blocks().min(MAX_METADATA_BLOCKS)
+    }
+
+    /// Lets the metadata use `n` blocks, as many as the device has now at most (a grown
+    /// device, before the metadata space map grows to it). Never shrinks.
+    pub fn grow_to(&self, n: u64) {
+        self.nr_blocks
+            .fetch_max(n.min(self.device_blocks()), Ordering::Relaxed);
     }
 
     /// Stamps every pending block (see the module docs): with the validator its buffer's tag
@@ -233,11 +249,11 @@ impl BlockManager for BufioBm {
     type Buf = ScratchBuf;
 
     fn nr_blocks(&self) -> u64 {
-        self.nr_blocks
+        self.nr_blocks.load(Ordering::Relaxed)
     }
 
     fn read_lock(&self, b: u64, v: Validator) -> Result<ReadGuard<'_>> {
-        if b >= self.nr_blocks {
+        if b >= self.nr_blocks() {
             return Err(Error::Inval);
         }
         let buf = self.client.read(b).map_err(from_kernel)?;
@@ -246,7 +262,7 @@ impl BlockManager for BufioBm {
     }
 
     fn try_read_lock(&self, b: u64, v: Validator) -> Result<ReadGuard<'_>> {
-        if b >= self.nr_blocks {
+        if b >= self.nr_blocks() {
             return Err(Error::Inval);
         }
         let buf = self
@@ -259,7 +275,7 @@ impl BlockManager for BufioBm {
     }
 
     fn write_lock(&self, b: u64, v: Validator) -> Result<WriteGuard<'_>> {
-        if b >= self.nr_blocks {
+        if b >= self.nr_blocks() {
             return Err(Error::Inval);
         }
         let buf = self.client.write(b).map_err(from_kernel)?;
@@ -273,7 +289,7 @@ impl BlockManager for BufioBm {
     }
 
     fn write_lock_zero(&self, b: u64, v: Validator) -> Result<WriteGuard<'_>> {
-        if b >= self.nr_blocks {
+        if b >= self.nr_blocks() {
             return Err(Error::Inval);
         }
         let buf = self.client.new_block(b).map_err(from_kernel)?;

@@ -11,8 +11,19 @@
 //! - [`prison`]: the bio prison (cells of virtual or data blocks) and the deferred sets that
 //!   count IO in flight.
 //!
-//! Table line: `<start> <length> rthin <pool dev> <dev id>`. Status: `<mapped sectors>
-//! <highest mapped sector>` (or `-`), as dm-thin's.
+//! Table line: `<start> <length> rthin <pool dev> <dev id> [<external origin dev>]`. Status:
+//! `<mapped sectors> <highest mapped sector>` (or `-`), as dm-thin's.
+//!
+//! # External origins
+//!
+//! As dm-thin's, a thin device may have an *external origin*: a device outside the pool,
+//! opened read-only with the table, that holds what the thin device's unprovisioned blocks
+//! read. A read of an unprovisioned block goes to the origin at the same sector (zeros past
+//! the origin's end, whose size is read at each resume); the first write to such a block
+//! provisions it as any other, but its new block is a copy of the origin's (kcopyd, as a
+//! sharing break's copy; the part of a block past the origin's end is zeroed), unless the
+//! write covers the whole block. The origin is never written. A snapshot of such a device is
+//! activated over the same origin, and reads it where neither maps a block.
 //!
 //! # The IO path
 //!
@@ -46,7 +57,13 @@
 //! worker holds it exclusively only for its metadata changes, never across data IO.
 //!
 //! A discard holds the cell of its virtual blocks and waits, in the same way, for all IO in
-//! flight before unmapping them. So a mapping never points at a block whose data was not
+//! flight before unmapping them. With passdown (the pool's default, if the data device takes
+//! discards), the data blocks this frees keep one more reference while the worker discards
+//! them on the data device (no lock held; nothing waits: the discards carry the bio), and
+//! the completion of the last hands the bio back to the worker, which drops the references
+//! and only then releases the cell and completes the discard, as dm-thin does: a freed block
+//! is never allocated, and written, while its discard is on the way to the disk. Blocks a
+//! snapshot still shares are not discarded. So a mapping never points at a block whose data was not
 //! written, and, as the data device is flushed before every commit, never reaches the disk
 //! before that data; and a data block is given up only when no IO is in flight to it.
 //! Flushes and FUA writes commit the metadata before (and, for a provisioned FUA write,
@@ -63,11 +80,10 @@ use crate::dm::{
     TargetInfo,
 };
 use crate::pdata::{thin::MAX_DEV_ID, Error as PdError};
-use crate::targets::metadata::to_kernel;
 use core::{
     fmt::Write,
     pin::Pin,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use kernel::{alloc::flags::GFP_KERNEL, c_str, prelude::*, str::CStr};
 use pool::{find_pool, Mode, PoolCore, PoolUse, FEAT_DISCARD};
@@ -94,9 +110,17 @@ enum Stage {
         dblock: u64,
         origin: Option<u64>,
     },
+    /// Copying the first `len` sectors of `vblock` (less than a block: where the thin
+    /// device's external origin ends) from the origin into its new block `dblock`; the rest
+    /// of the block is zeroed next, and the bio goes on as [`Stage::Provisioning`].
+    CopyingOrigin { vblock: u64, dblock: u64, len: u64 },
     /// A discard of virtual blocks `begin..end`, their cell held: waiting until the IO in
     /// flight has completed, then the worker unmaps them.
     Discarding { begin: u64, end: u64 },
+    /// The blocks of a discard of virtual blocks `begin..end` are unmapped, the cell still
+    /// held, and the data blocks they freed (listed in [`ThinBio::passdown`], kept allocated
+    /// meanwhile) are being discarded on the data device; then the worker frees them.
+    PassingDown { begin: u64, end: u64 },
 }
 
 /// A thin device's per-bio data.
@@ -107,6 +131,9 @@ pub struct ThinBio {
     all_io: Option<DsEntry>,
     /// Its entry in `shared_read` while it reads a block shared with a snapshot.
     shared_read: Option<DsEntry>,
+    /// A discard passed down ([`Stage::PassingDown`]): the data blocks it holds a reference
+    /// on until the data device has discarded them.
+    passdown: KVec<worker::Run>,
 }
 
 impl ThinBio {
@@ -116,6 +143,7 @@ impl ThinBio {
             stage: Stage::Plain,
             all_io: None,
             shared_read: None,
+            passdown: KVec::new(),
         }
     }
 }
@@ -134,6 +162,27 @@ pub struct ThinShared {
     /// while the device is suspended and maps them again after the resume (dm-thin's
     /// `requeue_mode`). Set under the pool's `held` lock (see [`PoolCore::requeue_thin`]).
     requeue: AtomicBool,
+    /// The external origin, opened read-only: what unprovisioned blocks read.
+    origin: Option<DmDev>,
+    /// The origin's size in sectors, as read at the last resume (dm-thin's `origin_size`).
+    origin_size: AtomicU64,
+}
+
+impl ThinShared {
+    /// How many of the `sectors` sectors from this device's sector `start` the external
+    /// origin holds, counted from `start` (0 without an origin).
+    fn origin_sectors(&self, start: u64, sectors: u64) -> u64 {
+        if self.origin.is_none() {
+            return 0;
+        }
+        let size = self.origin_size.load(Ordering::Acquire);
+        size.saturating_sub(start).min(sectors)
+    }
+
+    /// How many sectors of `vblock` the external origin holds (0 without an origin).
+    fn origin_block_len(&self, vblock: u64, spb: u64) -> u64 {
+        self.origin_sectors(vblock.saturating_mul(spb), spb)
+    }
 }
 
 impl Drop for ThinShared {
@@ -161,6 +210,31 @@ fn remap(bio: &mut BioView, thin: &ThinShared, spb: u64, dblock: u64) {
     bio.set_sector(dblock.wrapping_mul(spb).wrapping_add(within));
 }
 
+/// How many sectors of `bio`, a read of an unprovisioned block, the external origin holds
+/// (0: none, or no origin; the read is zero-filled).
+fn origin_part(bio: &BioView, thin: &ThinShared) -> u64 {
+    let start = bio.sector().wrapping_sub(thin.begin);
+    thin.origin_sectors(start, u64::from(bio.sectors()))
+}
+
+/// Sends a read of an unprovisioned block to the external origin, whose part of it
+/// ([`origin_part`]) is not 0: a read that runs past the origin's end is zero-filled and
+/// shortened to the origin's part, as dm-thin's.
+fn remap_to_origin(bio: &mut BioView, thin: &ThinShared) {
+    let held = origin_part(bio, thin);
+    let Some(origin) = &thin.origin else {
+        return;
+    };
+    if held < u64::from(bio.sectors()) {
+        bio.zero_fill();
+        // `held` is less than the bio's sectors, which come from a `u32` byte count.
+        bio.truncate(u32::try_from(held << 9).unwrap_or(0));
+    }
+    let start = bio.sector().wrapping_sub(thin.begin);
+    bio.set_dev(origin);
+    bio.set_sector(start);
+}
+
 #[vtable]
 impl Target for Thin {
     const NAME: &'static CStr = c_str!("rthin");
@@ -175,21 +249,20 @@ impl Target for Thin {
         }
         let arg = |i| args.get(i).unwrap_or(c_str!(""));
         let (pool_path, id) = (arg(0), arg(1));
-        if argc == 3 {
-            // dm-thin's checks of an external origin, then the refusal: rthin has no external
-            // origins yet.
-            let origin = arg(2);
-            if origin.as_bytes() == pool_path.as_bytes() {
+        // An external origin is opened first, read-only, as dm-thin's.
+        let origin = if argc == 3 {
+            let path = arg(2);
+            if path.as_bytes() == pool_path.as_bytes() {
                 return Err(CtrError::new(EINVAL, c_str!("Error setting origin device")));
             }
-            let _origin = ctr
-                .get_device(origin)
-                .map_err(|e| CtrError::new(e, c_str!("Error opening origin device")))?;
-            return Err(CtrError::new(
-                to_kernel(PdError::NotSupported),
-                c_str!("External origin devices are not supported"),
-            ));
-        }
+            Some(
+                ctr.get_device_read_only(path)
+                    .map_err(|e| CtrError::new(e, c_str!("Error opening origin device")))?,
+            )
+        } else {
+            None
+        };
+        let origin_size = origin.as_ref().map_or(0, |o| o.nr_sectors());
         let pool_dev = ctr
             .get_device(pool_path)
             .map_err(|e| CtrError::new(e, c_str!("Error opening pool device")))?;
@@ -217,6 +290,8 @@ impl Target for Thin {
                 pool_dev,
                 core,
                 requeue: AtomicBool::new(false),
+                origin,
+                origin_size: AtomicU64::new(origin_size),
             },
             GFP_KERNEL,
         )
@@ -283,7 +358,16 @@ impl Target for Thin {
                         return MapResult::Remapped(bio, pb);
                     }
                     Err(PdError::NoData) if op == Op::Read => {
+                        let to_origin = origin_part(&bio, thin) != 0;
+                        if to_origin {
+                            // Counted in flight, as dm-thin counts its reads of the origin.
+                            core.count_in_flight(&mut pb, false);
+                        }
                         drop(md);
+                        if to_origin {
+                            remap_to_origin(&mut bio, thin);
+                            return MapResult::Remapped(bio, pb);
+                        }
                         bio.zero_fill();
                         return MapResult::Complete(bio, BlkStatus::OK, pb);
                     }
@@ -340,6 +424,17 @@ impl Target for Thin {
         }
     }
 
+    /// The external origin's size is read at each resume, as dm-thin's: a grown origin reads
+    /// through once the thin device is resumed.
+    fn preresume(this: Pin<&Self>) -> Result {
+        if let Some(origin) = &this.shared.origin {
+            this.shared
+                .origin_size
+                .store(origin.nr_sectors(), Ordering::Release);
+        }
+        Ok(())
+    }
+
     fn presuspend_undo(this: Pin<&Self>) {
         this.shared.requeue.store(false, Ordering::Release);
     }
@@ -358,7 +453,7 @@ impl Target for Thin {
         let thin = &*this.shared;
         let _ = match kind {
             StatusType::Info => Self::info(thin, out),
-            StatusType::Table => write!(out, "{} {}", thin.pool_dev.name(), thin.dev_id),
+            StatusType::Table => Self::table(thin, out),
             StatusType::Ima => Ok(()),
         };
     }
@@ -379,6 +474,15 @@ impl Target for Thin {
 }
 
 impl Thin {
+    /// The table line's arguments, devices as `major:minor`, as dm-thin's.
+    fn table(thin: &ThinShared, out: &mut StatusWriter<'_>) -> core::fmt::Result {
+        write!(out, "{} {}", thin.pool_dev.name(), thin.dev_id)?;
+        match &thin.origin {
+            Some(origin) => write!(out, " {}", origin.name()),
+            None => Ok(()),
+        }
+    }
+
     fn info(thin: &ThinShared, out: &mut StatusWriter<'_>) -> core::fmt::Result {
         let core = &thin.core;
         if core.mode() == Mode::Fail {

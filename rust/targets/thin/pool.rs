@@ -290,6 +290,8 @@ pub(crate) const MAX_PROVISIONS: usize = 1024;
 pub(crate) const FEAT_SKIP_ZEROING: u8 = 1;
 pub(crate) const FEAT_ERROR_IF_NO_SPACE: u8 = 2;
 pub(crate) const FEAT_DISCARD: u8 = 4;
+/// Discards are passed down to the data device (the bound table's, as its `io_hints` decided).
+pub(crate) const FEAT_PASSDOWN: u8 = 8;
 
 /// A pool: what outlives one table of it (a reload keeps it) and what thin devices share.
 ///
@@ -669,7 +671,7 @@ impl PoolCore {
             let desc = match new {
                 Mode::Write => "write",
                 Mode::OutOfMetadataSpace | Mode::ReadOnly => "read-only",
-                Mode::Fail => "failure",
+                Mode::Fail => "fail",
             };
             dm_err!(PREFIX, "{}: switching pool to {} mode", self.name, desc);
         }
@@ -1042,7 +1044,6 @@ pub struct Pool {
     bound: AtomicBool,
     /// This table, for the pool's events once it is bound.
     table: TableRef,
-    metadata_threshold: u64,
     /// Data blocks the pool target's length gives: the size of the data space.
     target_blocks: u64,
     /// The pool; dropping this table's use of it (in the destructor) may shut it down.
@@ -1216,8 +1217,6 @@ impl Target for Pool {
         let low_water_blocks =
             parse_u64(argv[3]).ok_or(CtrError::new(EINVAL, c_str!("Invalid low water mark")))?;
 
-        let meta_blocks = (metadata_dev.nr_sectors() / 8).min(MAX_METADATA_BLOCKS);
-        let metadata_threshold = (meta_blocks / 4).min(1024);
         let nr_data_blocks = ctr.info().len() / u64::from(sectors_per_block);
         let (pool_md, meta, data) = (ctr.info().md_devt(), metadata_dev.devt(), data_dev.devt());
 
@@ -1287,7 +1286,6 @@ impl Target for Pool {
                 ),
                 bound: AtomicBool::new(false),
                 table,
-                metadata_threshold,
                 target_blocks: nr_data_blocks,
                 core,
             }),
@@ -1376,15 +1374,20 @@ impl Target for Pool {
         // it is bound, its read_only flag the mode (a failed pool stays failed, and one whose
         // metadata needs checking read-only, as dm-thin's `bind_control_target`); a resume of
         // a table bound before keeps the pool's mode.
+        let passdown = if this.passdown.load(Ordering::Relaxed) {
+            FEAT_PASSDOWN
+        } else {
+            0
+        };
         this.core
             .features
-            .store(this.features.bits(), Ordering::Relaxed);
+            .store(this.features.bits() | passdown, Ordering::Relaxed);
         this.core
             .low_water_blocks
             .store(this.low_water_blocks, Ordering::Relaxed);
         this.core
             .metadata_threshold
-            .store(this.metadata_threshold, Ordering::Relaxed);
+            .store(this.metadata_threshold(), Ordering::Relaxed);
         let first = !this.bound.swap(true, Ordering::AcqRel);
         let mode = if !first {
             this.core.mode()
@@ -1406,6 +1409,7 @@ impl Target for Pool {
             this.core.arm_no_space_deadline();
         }
         // The data space is as large as the pool target: grow it to a longer table.
+        let mut commit = false;
         let (have, want) = (md.nr_data_blocks(), this.target_blocks);
         if want < have {
             dm_err!(
@@ -1437,7 +1441,12 @@ impl Target for Pool {
                     .metadata_failed(&mut md, "dm_pool_resize_data_dev", e);
                 return Err(to_kernel(e));
             }
-            // The commit leaves out-of-data-space mode: the new blocks are free.
+            commit = true;
+        }
+        commit |= this.resize_metadata(&mut md)?;
+        if commit {
+            // The commit leaves out-of-data-space mode if the data space grew: the new
+            // blocks are free.
             this.core.commit_locked(&mut md)?;
         }
         Ok(())
@@ -1667,6 +1676,73 @@ fn metadata_reserve(nr_blocks: u64) -> u64 {
 }
 
 impl Pool {
+    /// The metadata low water mark, in blocks: a quarter of the metadata device, at most 1024
+    /// (4 MiB), as dm-thin's `calc_metadata_threshold`, from the device's size now (it may
+    /// have grown since the table was made).
+    fn metadata_threshold(&self) -> u64 {
+        let blocks = (self.metadata_dev.nr_sectors() / 8).min(MAX_METADATA_BLOCKS);
+        (blocks / 4).min(1024)
+    }
+
+    /// As dm-thin's `maybe_resize_metadata_dev`, on resume, with the metadata lock held: the
+    /// metadata space grows to the metadata device's size (an LV grown by `lvextend
+    /// --poolmetadatasize`), up to dm-thin's 16 GiB limit, and a pool out of metadata space
+    /// is writable again; a device smaller than the metadata is refused. Whether a commit is
+    /// due.
+    fn resize_metadata(&self, md: &mut MdState) -> Result<bool> {
+        let core = &self.core;
+        let (have, size) = (md.nr_metadata_blocks(), md.bm().device_blocks());
+        if size < have {
+            dm_err!(
+                PREFIX,
+                "{}: metadata device ({} blocks) too small: expected {}",
+                core.name,
+                size,
+                have
+            );
+            return Err(EINVAL);
+        }
+        if size == have {
+            return Ok(false);
+        }
+        if md.needs_check() {
+            dm_err!(
+                PREFIX,
+                "{}: unable to grow the metadata device until repaired.",
+                core.name
+            );
+            return Ok(false);
+        }
+        if self.metadata_dev.nr_sectors() > METADATA_WARN_SECTORS {
+            dm_warn!(
+                PREFIX,
+                "Metadata device {} is larger than {} sectors: excess space will not be used.",
+                self.metadata_dev.name(),
+                MAX_METADATA_BLOCKS * 8
+            );
+        }
+        if core.mode() == Mode::OutOfMetadataSpace {
+            core.set_mode(md, Mode::Write);
+        }
+        if core.mode() != Mode::Write {
+            // Read-only (by its table) or failed: the metadata is not written.
+            return Ok(false);
+        }
+        dm_info!(
+            PREFIX,
+            "{}: growing the metadata device from {} to {} blocks",
+            core.name,
+            have,
+            size
+        );
+        md.bm().grow_to(size);
+        if let Err(e) = md.resize_metadata(size) {
+            core.metadata_failed(md, "dm_pool_resize_metadata_dev", e);
+            return Err(to_kernel(e));
+        }
+        Ok(true)
+    }
+
     fn info(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
         let md = self.core.md.read();
         let mode = self.core.mode();
@@ -1722,6 +1798,6 @@ impl Pool {
         } else {
             "- "
         })?;
-        write!(out, "{} ", self.metadata_threshold)
+        write!(out, "{} ", self.metadata_threshold())
     }
 }

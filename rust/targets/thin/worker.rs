@@ -4,12 +4,13 @@
 //! workqueue, one instance at a time, in process context (see the IO path in [`super`]).
 
 use super::pool::{
-    MdState, Mode, PoolCore, FEAT_SKIP_ZEROING, MAX_PROVISIONS, PREFIX, THROTTLE_CAP, THROTTLE_LAG,
-    THROTTLE_MS,
+    MdState, Mode, PoolCore, FEAT_PASSDOWN, FEAT_SKIP_ZEROING, MAX_PROVISIONS, PREFIX,
+    THROTTLE_CAP, THROTTLE_LAG, THROTTLE_MS,
 };
 use super::prison::{DsEntry, Key};
-use super::{remap, split, Stage, ThinBio, ThinShared};
+use super::{origin_part, remap, remap_to_origin, split, Stage, ThinBio, ThinShared};
 use crate::dm::{
+    bdev::DiscardDone,
     kcopyd::JobDone,
     lifetime::Ref,
     workqueue::{jiffies, msecs_to_jiffies},
@@ -18,9 +19,28 @@ use crate::dm::{
 use crate::dm_err;
 use crate::pdata::Error as PdError;
 use core::sync::atomic::Ordering;
+use kernel::{
+    alloc::flags::{GFP_KERNEL, GFP_NOWAIT},
+    prelude::*,
+};
 
 /// Most reads and writes the worker serves in one pass under the metadata lock.
 const BATCH: usize = 32;
+
+/// Most runs of data blocks one discard passes down: a thin device takes discards of at most
+/// 1024 blocks (its `io_hints`), and a run has one block at least. Blocks of a longer discard
+/// beyond them are unmapped without passdown.
+const MAX_PASSDOWN_RUNS: usize = 1024;
+
+/// Data blocks `begin..begin + len` that a discard unmapped, held (one more reference each)
+/// while it is passed down; discarded on the data device if `discard`, that is, if no other
+/// device shares them.
+#[derive(Clone, Copy)]
+pub(super) struct Run {
+    begin: u64,
+    len: u64,
+    discard: bool,
+}
 
 impl PoolCore {
     /// Leaves `bio` to the worker (any context).
@@ -197,7 +217,9 @@ impl PoolCore {
             match bio.per_bio().stage {
                 Stage::Provisioning { .. } => written.push(bio),
                 Stage::Quiescing { .. } => Self::copy_and_write(this, bio),
+                Stage::CopyingOrigin { .. } => Self::zero_tail(this, bio),
                 Stage::Discarding { .. } => Self::unmap(this, bio),
+                Stage::PassingDown { .. } => Self::finish_passdown(this, bio),
                 Stage::Plain => {
                     let status = bio.status();
                     bio.end(status);
@@ -257,7 +279,15 @@ impl PoolCore {
                 remap(&mut bio, &thin, spb, m.block);
                 after.submit.push(bio);
             }
-            Err(PdError::NoData) if !write => after.zero.push(bio),
+            Err(PdError::NoData) if !write => {
+                if origin_part(&bio, &thin) == 0 {
+                    after.zero.push(bio);
+                } else {
+                    this.count_in_flight(bio.per_bio_mut(), false);
+                    remap_to_origin(&mut bio, &thin);
+                    after.submit.push(bio);
+                }
+            }
             Ok(m) => {
                 // Another device breaking the sharing of the same block holds its cell.
                 bio = match md.prison.park(&Key::data(m.block), bio) {
@@ -333,6 +363,7 @@ impl PoolCore {
         };
         if origin.is_none()
             && this.has_feature(FEAT_SKIP_ZEROING)
+            && thin.origin_block_len(vblock, u64::from(this.sectors_per_block)) == 0
             && !bio.is_fua()
             && !bio.is_preflush()
         {
@@ -387,9 +418,10 @@ impl PoolCore {
         }
     }
 
-    /// Starts zeroing the new block (or copying the shared one into it) with kcopyd, unless
-    /// the bio overwrites all of it; the job's end writes the bio to it ([`JobDone`]). No
-    /// lock is held, and nothing waits: many provisions are in flight at once.
+    /// Starts zeroing the new block (or copying the shared one, or the external origin's
+    /// block, into it) with kcopyd, unless the bio overwrites all of it; the job's end writes
+    /// the bio to it ([`JobDone`]). No lock is held, and nothing waits: many provisions are in
+    /// flight at once.
     fn copy_and_write(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
         let (vblock, dblock, origin) = match bio.per_bio().stage {
             Stage::Quiescing {
@@ -414,18 +446,63 @@ impl PoolCore {
         let whole =
             split(bio.sector().wrapping_sub(begin), spb).1 == 0 && u64::from(bio.sectors()) == spb;
         let to = dblock * spb;
-        match origin {
-            Some(from) if !whole => {
+        let thin = bio.per_bio().thin.clone();
+        let zeroing = !this.has_feature(FEAT_SKIP_ZEROING);
+        match (origin, &thin.origin) {
+            (Some(from), _) if !whole => {
                 this.kcopyd
                     .copy_then(&this.data_dev, from * spb, &this.data_dev, to, spb, bio)
             }
-            None if !whole && !this.has_feature(FEAT_SKIP_ZEROING) => {
-                this.kcopyd.zero_then(&this.data_dev, to, spb, bio)
+            (None, Some(ext)) if !whole && thin.origin_block_len(vblock, spb) != 0 => {
+                // The external origin's block, at the same sector; where the origin ends
+                // within it, the rest is zeroed after the copy (not with skip_block_zeroing,
+                // as dm-thin's).
+                let len = thin.origin_block_len(vblock, spb);
+                if len < spb && zeroing {
+                    bio.per_bio_mut().stage = Stage::CopyingOrigin {
+                        vblock,
+                        dblock,
+                        len,
+                    };
+                }
+                this.kcopyd.copy_from_table_dev_then(
+                    ext,
+                    vblock * spb,
+                    &this.data_dev,
+                    to,
+                    len,
+                    bio,
+                )
             }
+            (None, _) if !whole && zeroing => this.kcopyd.zero_then(&this.data_dev, to, spb, bio),
             // The bio writes the whole block (or zeroing is off): nothing to prepare. The
             // block is mapped only once the write is done, so no read sees what it held.
             _ => write_new_block(bio, dblock),
         }
+    }
+
+    /// The external origin's part of a new block is copied: zeroes the rest of the block,
+    /// then goes on as any provision ([`JobDone`]). Started by the worker, as dm-thin starts
+    /// both, not from kcopyd's completion: a job started there could wait for kcopyd's
+    /// memory pool, which only that completion work refills.
+    fn zero_tail(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
+        let Stage::CopyingOrigin {
+            vblock,
+            dblock,
+            len,
+        } = bio.per_bio().stage
+        else {
+            return bio.end(BlkStatus::IOERR);
+        };
+        bio.per_bio_mut().stage = Stage::Provisioning {
+            vblock,
+            dblock,
+            origin: None,
+        };
+        let spb = u64::from(this.sectors_per_block);
+        let from = dblock * spb + len;
+        this.kcopyd
+            .zero_then(&this.data_dev, from, spb.saturating_sub(len), bio);
     }
 
     /// A write that needs a new block while the pool is out of data space (the metadata
@@ -609,31 +686,175 @@ impl PoolCore {
         }
     }
 
-    /// Unmaps the blocks of a discard whose wait for IO in flight is over.
+    /// Unmaps the blocks of a discard whose wait for IO in flight is over. With passdown, the
+    /// data blocks this frees are kept allocated and discarded on the data device, and the
+    /// discard goes on once that is done ([`PoolCore::finish_passdown`]), its cell still
+    /// held: as dm-thin's, no freed block is given to a new write while its discard is on the
+    /// way to the disk, and the discard completes after its passdown.
     fn unmap(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
         let Stage::Discarding { begin, end } = bio.per_bio().stage else {
             return bio.end(BlkStatus::IOERR);
         };
         bio.per_bio_mut().stage = Stage::Plain;
         let dev = bio.per_bio().thin.dev_id;
-        let (status, waiters) = {
+        // Room for the runs of freed blocks, allocated before the lock is taken (a run has a
+        // block at least). Without it, the blocks are unmapped without passdown.
+        let mut runs = KVec::new();
+        if this.has_feature(FEAT_PASSDOWN) {
+            let n = usize::try_from(end - begin).unwrap_or(MAX_PASSDOWN_RUNS);
+            let _ = runs.reserve(n.min(MAX_PASSDOWN_RUNS), GFP_KERNEL);
+        }
+        let (status, waiters, passing) = {
             let mut md = this.md.write();
+            let mut passing = false;
             let status = if this.mode() == Mode::Fail {
                 BlkStatus::IOERR
             } else if this.mode() != Mode::Write {
                 // The pool went read-only meanwhile: a no-op, as above.
                 BlkStatus::OK
-            } else if let Err(err) = md.remove_range(dev, begin, end) {
-                this.metadata_failed(&mut md, "dm_thin_remove_range", err);
-                BlkStatus::IOERR
             } else {
-                md.mark_changed(dev);
-                BlkStatus::OK
+                match Self::unmap_range(&mut md, dev, begin, end, &mut runs) {
+                    Ok(()) => {
+                        md.mark_changed(dev);
+                        passing = !runs.is_empty();
+                        BlkStatus::OK
+                    }
+                    Err((op, err)) => {
+                        // The abort rolls the references taken back with the rest.
+                        this.metadata_failed(&mut md, op, err);
+                        BlkStatus::IOERR
+                    }
+                }
+            };
+            let mut waiters = BioList::new();
+            if !passing {
+                waiters = md.prison.release(&Key::virt_range(dev, begin, end));
+                this.cells_changed(&md);
+            }
+            (status, waiters, passing)
+        };
+        if !passing {
+            drop(runs);
+            bio.end(status);
+            return Self::requeue(this, waiters);
+        }
+        let spb = u64::from(this.sectors_per_block);
+        let pb = bio.per_bio_mut();
+        pb.stage = Stage::PassingDown { begin, end };
+        pb.passdown = runs;
+        let mut discards = this.data_dev.discards();
+        for r in bio.per_bio().passdown.iter().filter(|r| r.discard) {
+            discards.add(r.begin * spb, r.len * spb);
+        }
+        discards.then(bio);
+    }
+
+    /// Under the metadata lock: unmaps `dev`'s blocks `begin..end`. While `runs` has room
+    /// (passdown), the mapped runs are unmapped one by one, as dm-thin's
+    /// `process_prepared_discard_passdown_pt1`: each run's data blocks get one more
+    /// reference, so that none is free (nor allocated) until it has been discarded, and are
+    /// listed in `runs`, to be discarded where no other device (a snapshot) still maps them.
+    /// The rest is unmapped without passdown. On failure, the operation and its error.
+    fn unmap_range(
+        md: &mut MdState,
+        dev: u64,
+        begin: u64,
+        end: u64,
+        runs: &mut KVec<Run>,
+    ) -> Result<(), (&'static str, PdError)> {
+        let mut cur = begin;
+        while cur < end && runs.len() < runs.capacity() {
+            let r = match md.find_mapped_range(dev, cur, end) {
+                Ok(r) => r,
+                Err(PdError::NoData) => return Ok(()),
+                Err(e) => return Err(("dm_thin_find_mapped_range", e)),
+            };
+            let len = r.thin_end - r.thin_begin;
+            if usize::try_from(len).map_or(true, |l| l > runs.capacity() - runs.len()) {
+                break;
+            }
+            md.remove_range(dev, r.thin_begin, r.thin_end)
+                .map_err(|e| ("dm_thin_remove_range", e))?;
+            md.inc_data_range(r.pool_begin, r.pool_begin + len)
+                .map_err(|e| ("dm_pool_inc_data_range", e))?;
+            for b in r.pool_begin..r.pool_begin + len {
+                // Another device's reference besides the one just taken: not discarded.
+                let discard = !r.maybe_shared
+                    || !md
+                        .block_is_shared(b)
+                        .map_err(|e| ("dm_pool_block_is_shared", e))?;
+                match runs.as_mut_slice().last_mut() {
+                    Some(last) if last.discard == discard && last.begin + last.len == b => {
+                        last.len += 1;
+                    }
+                    // Within the capacity checked above: never allocates.
+                    _ => runs
+                        .push(
+                            Run {
+                                begin: b,
+                                len: 1,
+                                discard,
+                            },
+                            GFP_NOWAIT,
+                        )
+                        .map_err(|_| ("dm_pool_inc_data_range", PdError::NoMem))?,
+                }
+            }
+            cur = r.thin_end;
+        }
+        if cur < end {
+            md.remove_range(dev, cur, end)
+                .map_err(|e| ("dm_thin_remove_range", e))?;
+        }
+        Ok(())
+    }
+
+    /// A discard's passdown is done (whether the data device took it or not): drops the
+    /// references its data blocks were held by, which frees them in this transaction, then
+    /// releases its cell and ends it, as dm-thin's `process_prepared_discard_passdown_pt2`.
+    fn finish_passdown(this: &Ref<Self>, mut bio: OwnedBio<ThinBio>) {
+        let Stage::PassingDown { begin, end } = bio.per_bio().stage else {
+            return bio.end(BlkStatus::IOERR);
+        };
+        bio.per_bio_mut().stage = Stage::Plain;
+        let runs = core::mem::take(&mut bio.per_bio_mut().passdown);
+        let dev = bio.per_bio().thin.dev_id;
+        let (status, waiters) = {
+            let mut md = this.md.write();
+            let status = match this.mode() {
+                mode @ (Mode::Write | Mode::OutOfMetadataSpace) => {
+                    // Out of metadata space (a commit meanwhile left none outside the
+                    // reserve), the references still go: the metadata is read-only to the
+                    // IO path, and this change is committed once the pool is writable again.
+                    // Otherwise the blocks would stay allocated, mapped by nothing.
+                    let ooms = mode == Mode::OutOfMetadataSpace;
+                    if ooms {
+                        md.set_read_only(false);
+                    }
+                    let r = runs
+                        .iter()
+                        .try_for_each(|r| md.dec_data_range(r.begin, r.begin + r.len));
+                    if ooms {
+                        md.set_read_only(true);
+                    }
+                    match r {
+                        Ok(()) => BlkStatus::OK,
+                        Err(e) => {
+                            this.metadata_failed(&mut md, "dm_pool_dec_data_range", e);
+                            BlkStatus::IOERR
+                        }
+                    }
+                }
+                // Read-only: an abort threw the references away with the unmapping (a new
+                // table cannot make it writable meanwhile: its suspend waits for this cell).
+                Mode::ReadOnly => BlkStatus::OK,
+                Mode::Fail => BlkStatus::IOERR,
             };
             let waiters = md.prison.release(&Key::virt_range(dev, begin, end));
             this.cells_changed(&md);
             (status, waiters)
         };
+        drop(runs);
         bio.end(status);
         Self::requeue(this, waiters);
     }
@@ -648,13 +869,34 @@ fn write_new_block(mut bio: OwnedBio<ThinBio>, dblock: u64) {
     bio.submit();
 }
 
+impl DiscardDone for ThinBio {
+    /// A discard's passdown is done (any context): the worker frees its blocks and ends it.
+    fn discards_done(bio: OwnedBio<Self>) {
+        let core = bio.per_bio().thin.core.core_ref().clone();
+        PoolCore::hand_back(&core, bio);
+    }
+}
+
 impl JobDone for ThinBio {
     /// The new block is zeroed or copied (kcopyd's completion work, no lock held). The block
     /// is mapped at once and the bio sent to it ([`PoolCore::map_prepared`]); a flush or FUA
     /// bio is written first, so that the worker maps the block and commits before it
     /// completes. A failed job hands the bio back to the worker with an error, which gives
-    /// the block back and releases the cells (`finish_provisioning`).
+    /// the block back and releases the cells (`finish_provisioning`). The copy of an
+    /// external origin's part of a block goes back to the worker, which zeroes the rest.
     fn job_done(mut bio: OwnedBio<Self>, ok: bool) {
+        if let Stage::CopyingOrigin { vblock, dblock, .. } = bio.per_bio().stage {
+            if ok {
+                // The rest of the block is zeroed next, from the worker (`zero_tail`).
+                let core = bio.per_bio().thin.core.core_ref().clone();
+                return PoolCore::hand_back(&core, bio);
+            }
+            bio.per_bio_mut().stage = Stage::Provisioning {
+                vblock,
+                dblock,
+                origin: None,
+            };
+        }
         let Stage::Provisioning { dblock, .. } = bio.per_bio().stage else {
             return bio.end(BlkStatus::IOERR);
         };
