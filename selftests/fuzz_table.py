@@ -20,11 +20,9 @@ pool device as another pool's metadata or data device, a device as its own metad
 device.
 """
 import errno
-import fcntl
 import os
 import random
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -36,69 +34,7 @@ OUTCOMES = os.environ.get("FUZZ_OUTCOMES")   # a file for one "case outcome" lin
 BS = 128
 CANON = {}            # name -> canonical table of the harness's live devices
 
-# --- device-mapper ioctls -------------------------------------------------------------------
-DM_HDR = struct.Struct("<3IIIIiIIIQ128s129s7s")        # struct dm_ioctl, 312 bytes
-SPEC = struct.Struct("<QQiI16s")                       # struct dm_target_spec, 40 bytes
-assert DM_HDR.size == 312 and SPEC.size == 40
-DM_DEV_CREATE, DM_DEV_REMOVE, DM_DEV_SUSPEND, DM_DEV_STATUS = 3, 4, 6, 7
-DM_TABLE_LOAD, DM_TABLE_CLEAR, DM_TABLE_STATUS, DM_TARGET_MSG = 9, 10, 12, 14
-DM_SUSPEND_FLAG, DM_STATUS_TABLE_FLAG, DM_BUFFER_FULL_FLAG = 1 << 1, 1 << 4, 1 << 8
-
-
-class DM:
-    def __init__(self):
-        self.fd = os.open("/dev/mapper/control", os.O_RDWR)
-
-    def call(self, nr, name, payload=b"", flags=0, target_count=0, size=16384):
-        size = max(size, DM_HDR.size + len(payload) + 8)
-        buf = bytearray(size)
-        DM_HDR.pack_into(buf, 0, 4, 0, 0, size, DM_HDR.size, target_count, 0, flags, 0, 0, 0,
-                         name.encode(), b"", b"")
-        buf[DM_HDR.size:DM_HDR.size + len(payload)] = payload
-        req = (3 << 30) | (DM_HDR.size << 16) | (0xFD << 8) | nr
-        fcntl.ioctl(self.fd, req, buf, True)
-        return buf
-
-    def create(self, name):
-        dev = DM_HDR.unpack_from(self.call(DM_DEV_CREATE, name))[9]
-        return "%d:%d" % (os.major(dev), os.minor(dev))
-
-    def remove(self, name):
-        self.call(DM_DEV_REMOVE, name)
-
-    def load(self, name, targets):
-        """targets: [(start, length, type, params)]"""
-        payload = bytearray()
-        for start, length, ttype, params in targets:
-            p = params.encode("utf-8", "surrogateescape") + b"\0"
-            n = (SPEC.size + len(p) + 7) & ~7
-            spec = SPEC.pack(start & (2**64 - 1), length & (2**64 - 1), 0, n, ttype.encode()[:15])
-            payload += spec + p + b"\0" * (n - SPEC.size - len(p))
-        self.call(DM_TABLE_LOAD, name, bytes(payload), target_count=len(targets))
-
-    def resume(self, name):
-        self.call(DM_DEV_SUSPEND, name)
-
-    def suspend(self, name):
-        self.call(DM_DEV_SUSPEND, name, flags=DM_SUSPEND_FLAG)
-
-    def clear(self, name):
-        self.call(DM_TABLE_CLEAR, name)
-
-    def status(self, name, table=False):
-        buf = self.call(DM_TABLE_STATUS, name, flags=DM_STATUS_TABLE_FLAG if table else 0)
-        hdr = DM_HDR.unpack_from(buf)
-        out, off = [], hdr[4]
-        for _ in range(hdr[5]):
-            start, length, _, nxt, ttype = SPEC.unpack_from(buf, off)
-            params = bytes(buf[off + SPEC.size:]).split(b"\0", 1)[0].decode(errors="replace")
-            out.append("%d %d %s %s" % (start, length, ttype.rstrip(b"\0").decode(errors="replace"), params))
-            off = hdr[4] + nxt                  # (relative to the data's start)
-        return out
-
-    def message(self, name, sector, text):
-        payload = struct.pack("<Q", sector & (2**64 - 1)) + text.encode("utf-8", "surrogateescape") + b"\0"
-        self.call(DM_TARGET_MSG, name, payload)
+from dmioctl import DM  # noqa: E402 (the device-mapper ioctls, shared with fuzz_meta.py)
 
 
 # --- dmsetup -----------------------------------------------------------------------------
