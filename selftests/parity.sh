@@ -165,6 +165,65 @@ t_metadata_size_cap() {
 	[ "$(status_field rt_pool 9)" = 1024 ] || fail "metadata low water mark not 1024"
 }
 
+# Item 3, "growing the metadata device on resume" (lvextend --poolmetadatasize, which
+# suspends the pool, grows its metadata LV and resumes the pool with the same table): a pool
+# on a 512 KiB linear, filled with thin devices into out-of-metadata-space mode, grows to the
+# linear's new 2 MiB when it resumes: the status shows 512 metadata blocks and dm-thin's new
+# low water mark (128), the pool is writable again (more thin devices, a thin written and
+# read back), with dm-thin's log line. Shrinking the linear under it is refused on resume,
+# with dm-thin's message; grown back, the pool resumes. The metadata checks out and
+# upstream dm-thin opens it with the new size and reads the thin back. Old rthin kept its
+# metadata size and stayed read-only.
+t_metadata_resize() {
+	load_targets
+	local base=$META_DEV n=0 k
+	small_meta 1024
+	dmsetup create rt_pool --table "$(pool_table)"
+	while [ $n -lt 400 ] && msg create_thin $n 2>/dev/null; do n=$((n + 1)); done
+	echo "$n thin devices created; pool: $(dmsetup status rt_pool | cut -d' ' -f4-)"
+	[ "$(status_field rt_pool 5)" = ro ] || fail "pool mode $(status_field rt_pool 5), not ro"
+	[ "$(status_field rt_pool 2 | cut -d/ -f2)" = 128 ] || fail "metadata total $(status_field rt_pool 2)"
+	kmsg_mark
+	dmsetup suspend rt_pool
+	dmsetup reload rt_meta --table "0 4096 linear $base 0"
+	dmsetup resume rt_meta
+	dmsetup resume rt_pool
+	echo "grown: $(dmsetup status rt_pool | cut -d' ' -f4-)"
+	kmsg_since | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
+	[ "$(status_field rt_pool 2 | cut -d/ -f2)" = 512 ] || fail "metadata total $(status_field rt_pool 2), not 512"
+	[ "$(status_field rt_pool 5)" = rw ] || fail "pool mode $(status_field rt_pool 5), not rw"
+	[ "$(status_field rt_pool 9)" = 128 ] || fail "metadata low water mark $(status_field rt_pool 9), not 128"
+	kmsg_since | grep -q "$LOG_PFX: .*growing the metadata device from 128 to 512 blocks" ||
+		fail "no 'growing the metadata device from 128 to 512 blocks' in the kernel log"
+	for k in 1 2 3 4 5 6 7 8 9 10; do msg create_thin $((n + k)) || fail "create_thin $((n + k)) after growing"; done
+	make_thin rt_thin 0
+	model_new rt_thin
+	put rt_thin 0 $((4 * BB))
+	same rt_thin 0 $((8 * BB))
+	# Shrinking is refused.
+	kmsg_mark
+	dmsetup suspend rt_pool
+	dmsetup reload rt_meta --table "0 2048 linear $base 0"
+	dmsetup resume rt_meta
+	! dmsetup resume rt_pool 2>/dev/null || fail "the pool resumed on a smaller metadata device"
+	kmsg_since | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
+	kmsg_since | grep -q "$LOG_PFX: .*metadata device (256 blocks) too small: expected 512" ||
+		fail "no 'metadata device (256 blocks) too small: expected 512' in the kernel log"
+	dmsetup reload rt_meta --table "0 4096 linear $base 0"
+	dmsetup resume rt_meta
+	dmsetup resume rt_pool
+	[ "$(status_field rt_pool 5)" = rw ] || fail "pool mode $(status_field rt_pool 5) after growing back"
+	same rt_thin 0 $((8 * BB))
+	dmsetup remove rt_thin
+	dmsetup remove rt_pool
+	check_meta
+	dmsetup create rt_pool --table "$(pool_table "" "" thin-pool)"
+	echo "upstream: $(dmsetup status rt_pool | cut -d' ' -f4-)"
+	[ "$(status_field rt_pool 2 | cut -d/ -f2)" = 512 ] || fail "upstream: metadata total $(status_field rt_pool 2)"
+	make_thin rt_thin 0 rt_pool thin
+	same rt_thin 0 $((8 * BB))
+}
+
 # status_round BLOCK FLAGS: write BLOCK of a fresh thin (no flush), ask for the pool's status
 # with FLAGS, then cut every later metadata write and tear down; print thin_dump's device line.
 status_round() {
@@ -312,6 +371,155 @@ t_thin_discard_without_data_discard() {
 	[ "$(status_field rt_pool 6)" = no_discard_passdown ] || fail "status says $(status_field rt_pool 6)"
 	kmsg_since | grep -q "$LOG_PFX: Data device (.*) discard unsupported: Disabling discard passdown." ||
 		fail "no warning that passdown is off"
+}
+
+# tmpfs_data MIB: from here on the data device is a loop device over a file of MIB MiB on a
+# tmpfs of its own. It takes discards by punching holes in the file, so the blocks discarded
+# on the data device are those whose bytes became holes (data_blocks); its discards are
+# counted in its stat (discard_sectors).
+tmpfs_data() {
+	mkdir -p "$TMP/tmpfs"
+	mount -t tmpfs -o size=$(($1 + 1))M rt_tmpfs "$TMP/tmpfs"
+	truncate -s "${1}M" "$TMP/tmpfs/data"
+	DATA_FILE=$TMP/tmpfs/data
+	DATA_DEV=$(losetup --find --show "$DATA_FILE")
+	DATA_LOOP=$DATA_DEV
+	DATA_SECTORS=$(sectors "$DATA_DEV")
+	trap 'cleanup_dm; losetup -d "$DATA_LOOP"; umount "$TMP/tmpfs"' EXIT
+}
+# data_blocks: the data blocks (of BB bytes) of the tmpfs data file holding any data.
+data_blocks() {
+	python3 - "$DATA_FILE" "$BB" <<'PY'
+import os, sys
+fd, bb = os.open(sys.argv[1], os.O_RDONLY), int(sys.argv[2])
+size, off, out = os.fstat(fd).st_size, 0, set()
+while off < size:
+    try:
+        d = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    out.update(range(d // bb, (h - 1) // bb + 1))
+    off = h
+print(*sorted(out))
+PY
+}
+# discard_sectors DEV: sectors discarded on DEV (a whole disk) since it was made, from its stat.
+discard_sectors() { awk '{print $14}' "/sys/block/$(basename "$1")/stat"; }
+# mapped_data_blocks [METADATA]: the data blocks thin_dump shows mapped by any device.
+mapped_data_blocks() {
+	thin_dump "${1:-$META_DEV}" | python3 -c '
+import sys, xml.etree.ElementTree as ET
+out = set()
+for m in ET.parse(sys.stdin).getroot().iter():
+    if m.tag == "range_mapping":
+        b = int(m.get("data_begin"))
+        out.update(range(b, b + int(m.get("length"))))
+    elif m.tag == "single_mapping":
+        out.add(int(m.get("data_block")))
+print(*sorted(out))
+'
+}
+# minus "A" "B": the words of A that are not in B.
+minus() { comm -23 <(tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort) <(tr ' ' '\n' <<<"$2" | sed '/^$/d' | sort) | sort -n | xargs; }
+
+# Item 4, "discard passdown": a thin holds blocks 0-9, shares 0-7 with a snapshot and has its
+# own copies of 4-5 (written after the snapshot) and 8-9. Discarding its blocks 0-15 frees
+# exactly those four data blocks: with passdown they, and nothing else, are discarded on the
+# data device (holes in the tmpfs file, the data device's discard count), while the blocks
+# the snapshot still holds keep their data; with no_discard_passdown nothing reaches it. The
+# thin's discard unmaps in both cases, and the metadata checks out. Old rthin never
+# discarded on the data device.
+t_discard_passdown() {
+	load_targets
+	tmpfs_data 8
+	local feat before after freed gone sectors0 sectors
+	for feat in "" "1 no_discard_passdown"; do
+		blkdiscard "$DATA_DEV"
+		make_pool $((64 * BS)) "$feat"
+		msg create_thin 0
+		make_thin rt_thin 0
+		model_new rt_thin
+		put rt_thin 0 $((8 * BB))               # blocks 0-7
+		dmsetup suspend rt_thin
+		msg create_snap 1 0
+		dmsetup resume rt_thin
+		put rt_thin $((4 * BB)) $((2 * BB))     # blocks 4-5: the snapshot keeps the old ones
+		put rt_thin $((8 * BB)) $((2 * BB))     # blocks 8-9
+		before=$(data_blocks)
+		sectors0=$(discard_sectors "$DATA_DEV")
+		blkdiscard -o 0 -l $((16 * BB)) /dev/mapper/rt_thin
+		zero_model rt_thin 0 $((16 * BB))
+		after=$(data_blocks)
+		sectors=$(($(discard_sectors "$DATA_DEV") - sectors0))
+		echo "features '$feat': pool $(dmsetup status rt_pool | cut -d' ' -f4-)"
+		expect_mapped rt_thin 0
+		same rt_thin 0 $((16 * BB))
+		dmsetup remove rt_thin
+		dmsetup remove rt_pool
+		check_meta
+		freed=$(minus "$before" "$(mapped_data_blocks)")
+		gone=$(minus "$before" "$after")
+		echo "  data blocks with data before: [$before], after: [$after]; freed: [$freed];" \
+			"discarded: [$gone], $sectors sectors"
+		[ "$(wc -w <<<"$before")" = 12 ] || fail "not 12 data blocks written"
+		[ "$(wc -w <<<"$freed")" = 4 ] || fail "not 4 data blocks freed"
+		if [ -z "$feat" ]; then
+			[ "$gone" = "$freed" ] || fail "discarded on the data device: [$gone], freed: [$freed]"
+			[ "$sectors" = $((4 * BS)) ] || fail "$sectors sectors discarded on the data device, not $((4 * BS))"
+		else
+			[ -z "$gone" ] && [ "$sectors" = 0 ] || fail "no_discard_passdown: blocks [$gone] ($sectors sectors) discarded"
+		fi
+	done
+}
+
+# Item 4, "discard passdown", with the data device slow: a discarded block is not free (nor
+# given to another write) until its discard on the data device has completed, and the thin's
+# discard completes after it. In a full pool of 16 blocks on a dm-delay that holds writes
+# (the passdown too) for 4 s, one block of the thin is discarded; while its passdown is
+# held, a write needing a new block waits, the pool out of data space; once the passdown is
+# done the discard completes, the write gets the freed block and its data reads back, and
+# the discarded block reads zeros. (With the block freed at once, the write would be given
+# it while its discard was still on the way to the disk.) Old rthin passed nothing down.
+t_discard_passdown_in_flight() {
+	load_targets
+	tmpfs_data 4
+	delayed_data 0
+	local loop=$DATA_LOOP dpid i seen=
+	full_pool 16
+	expect_used 16
+	dmsetup reload "${DATA_DEV#/dev/mapper/}" --table "0 $DATA_SECTORS delay $loop 0 0 $loop 0 4000 $loop 0 0"
+	dmsetup resume "${DATA_DEV#/dev/mapper/}"
+	blkdiscard -f -o $((5 * BB)) -l $BB /dev/mapper/rt_thin &
+	dpid=$!
+	for i in $(seq 100); do
+		# dm-delay's status counts the writes it holds (its IO accounting does not).
+		[ "$(dmsetup status "${DATA_DEV#/dev/mapper/}" | awk '{print $5}')" -gt 0 ] && { seen=1; break; }
+		kill -0 $dpid 2>/dev/null || break
+		sleep 0.05
+	done
+	[ -n "$seen" ] || fail "no discard reached the data device"
+	kill -0 $dpid 2>/dev/null || fail "the discard completed before its passdown"
+	held_write 20
+	wait_mode out_of_data_space
+	expect_pending "while the passdown of the only block to be freed was held"
+	kill -0 $dpid 2>/dev/null || fail "the discard completed before its passdown"
+	echo "passdown held: $(dmsetup status rt_pool | cut -d' ' -f4-)"
+	wait $dpid || fail "the discard failed"
+	for i in $(seq 150); do
+		kill -0 "$held_pid" 2>/dev/null || break
+		upstream && dmsetup status rt_pool >/dev/null   # (upstream leaves the mode at a commit)
+		sleep 0.2
+	done
+	held_done 20
+	zero_model rt_thin $((5 * BB)) $BB
+	wait_mode rw
+	echo "after: $(dmsetup status rt_pool | cut -d' ' -f4-)"
+	expect_used 16
+	same rt_thin 0 $((32 * BB))
+	dmsetup remove rt_thin
+	dmsetup remove rt_pool
+	check_meta
 }
 
 # events NAME: the event counter of NAME; wait_event NAME N: wait (at most 10 s) until it
@@ -565,22 +773,320 @@ t_no_space_delete_discard() {
 	same rt_thin 0 $((64 * BB))
 }
 
+# ---- Item 5, external origins: `<pool dev> <dev id> <origin dev>`. ----
+
+# The origin ends 37 sectors into block 20: its last block is partial.
+ORIGIN_SECTORS=$((20 * BS + 37))
+
+# make_origin [SECTORS]: rt_origin, a linear of SECTORS (default ORIGIN_SECTORS) over a
+# ramdisk (brd, 16 MiB) filled with random data; ORIGIN is its path. $TMP/origin.model is
+# what a thin over it reads where it maps nothing: the origin's data, then zeros.
+make_origin() {
+	kmod brd rd_nr=1 rd_size=16384
+	trap 'cleanup_dm; rmmod brd' EXIT
+	head -c $((16 << 20)) /dev/urandom | dd of=/dev/ram0 bs=1M iflag=fullblock oflag=direct status=none
+	dmsetup create rt_origin --table "0 ${1:-$ORIGIN_SECTORS} linear /dev/ram0 0"
+	ORIGIN=/dev/mapper/rt_origin
+	origin_model
+}
+# origin_model: $TMP/origin.model again, from the origin as it is now.
+origin_model() {
+	dd if="$ORIGIN" of="$TMP/origin.model" bs=64K iflag=direct status=none
+	truncate -s "$THIN_BYTES" "$TMP/origin.model"
+}
+# make_othin NAME ID [ORIGIN] [POOL] [TARGET]: activate thin ID over ORIGIN (default $ORIGIN)
+# as NAME; its model starts as the origin's.
+make_othin() {
+	dmsetup create "$1" --table "0 $THIN_SECTORS ${5:-$THIN_TGT} /dev/mapper/${4:-rt_pool} $2 ${3:-$ORIGIN}"
+	cp "$TMP/origin.model" "$TMP/$1.model"
+}
+# origin_thin [ORIGIN]: a fresh pool rt_pool, its thin 0 active over ORIGIN (default $ORIGIN)
+# as rt_thin.
+origin_thin() {
+	make_pool
+	msg create_thin 0
+	make_othin rt_thin 0 "${1:-$ORIGIN}"
+}
+# origin_block NAME BLOCK: NAME's BLOCK should read the origin's data again.
+origin_block() {
+	dd if="$TMP/origin.model" of="$TMP/$1.model" bs=$BB skip="$2" seek="$2" count=1 conv=notrunc status=none
+}
+# same_at NAME OFFSET LEN: one read of LEN bytes at byte OFFSET of NAME (direct IO) gives
+# what its model says.
+same_at() {
+	cmp <(dd if="/dev/mapper/$1" bs="$3" count=1 skip="$2" iflag=direct,skip_bytes status=none) \
+		<(dd if="$TMP/$1.model" bs="$3" count=1 skip="$2" iflag=skip_bytes status=none) ||
+		fail "$1: the read of $3 bytes at byte $2 differs from its model"
+}
+origin_sum() { dd if="$ORIGIN" bs=64K iflag=direct status=none | sha256sum | cut -d' ' -f1; }
+# stale_data: the data device's first 32 MiB hold non-zero junk, so that a new block whose
+# rest is neither copied nor zeroed reads back as junk, not zeros.
+stale_data() {
+	yes "stale data of a block never zeroed" | head -c $((32 << 20)) |
+		dd of="$DATA_DEV" bs=1M iflag=fullblock oflag=direct status=none
+}
+
+# Item 5, "reads of unprovisioned blocks come from the origin device": a thin over a
+# patterned origin whose size is not a multiple of the block size reads the origin's data
+# where it maps nothing, and zeros past the origin's end: whole-block reads (the block where
+# the origin ends is half origin, half zeros), a 4 KiB read across the end, one sector each
+# side of it, 1 MiB across many blocks; reads provision nothing. Once the origin grows (a
+# reload of it), a suspend and resume of the thin makes the new part read through, as
+# dm-thin reads the origin's size on resume. Old rthin refused the table line.
+t_external_origin_read() {
+	load_targets
+	make_origin
+	origin_thin
+	same rt_thin 0 $((24 * BB))
+	same_at rt_thin $(((ORIGIN_SECTORS - 5) * 512)) 4096
+	same_at rt_thin $(((ORIGIN_SECTORS - 1) * 512)) 512
+	same_at rt_thin $((ORIGIN_SECTORS * 512)) 512
+	same_at rt_thin $((19 * BB)) $((1 << 20))
+	same_at rt_thin $((3 * BB + 1024)) 8192
+	cmp -n $((ORIGIN_SECTORS * 512)) /dev/mapper/rt_origin "$TMP/rt_thin.model" || fail "the model is not the origin"
+	expect_mapped rt_thin 0
+	expect_used 0
+	dmsetup reload rt_origin --table "0 $((ORIGIN_SECTORS + 3 * BS)) linear /dev/ram0 0"
+	dmsetup resume rt_origin
+	dmsetup suspend rt_thin
+	dmsetup resume rt_thin
+	origin_model
+	cp "$TMP/origin.model" "$TMP/rt_thin.model"
+	same rt_thin $((19 * BB)) $((8 * BB))
+	same_at rt_thin $(((ORIGIN_SECTORS + 3 * BS - 1) * 512)) 4096
+	expect_mapped rt_thin 0
+}
+
+# Item 5, "the first write copies from the origin": writes to unprovisioned blocks of a
+# thin over an origin keep the rest of the block's origin data (4 KiB inside a block, the
+# first and last sector of another), a whole-block write reads back, a write into the block
+# where the origin ends keeps the origin's part and reads zeros after it (the data device
+# holds junk there), and one past the origin's end reads zeros around it. A discard of a
+# provisioned block makes it read the origin again; one of an unprovisioned block changes
+# nothing. The origin (set read-only) is never written: its checksum is the same after, and
+# the kernel log has no write to a read-only device.
+t_external_origin_write() {
+	load_targets
+	make_origin
+	stale_data
+	origin_thin
+	local sum
+	sum=$(origin_sum)
+	blockdev --setro "$ORIGIN"
+	kmsg_mark
+	put rt_thin $((2 * BB + 8192)) 4096             # block 2: 4 KiB inside it
+	put rt_thin $((3 * BB)) 512                     # block 3: its first sector,
+	put rt_thin $((4 * BB - 512)) 512               #   then its last
+	put rt_thin $((5 * BB)) $BB                     # block 5: whole
+	put rt_thin $((20 * BB + 4096)) 4096            # block 20: inside the origin's 37 sectors
+	put rt_thin $((21 * BB + 8192)) 4096            # block 21: past the origin's end
+	same rt_thin 0 $((24 * BB))
+	expect_mapped rt_thin 5 21
+	blkdiscard -o $((2 * BB)) -l $BB /dev/mapper/rt_thin
+	origin_block rt_thin 2
+	blkdiscard -o $((7 * BB)) -l $BB /dev/mapper/rt_thin
+	same rt_thin 0 $((24 * BB))
+	expect_mapped rt_thin 4 21
+	put rt_thin $((2 * BB + 512)) 1024              # block 2 again: a new copy of the origin's
+	same rt_thin 0 $((24 * BB))
+	sync_dev rt_thin
+	blockdev --setrw "$ORIGIN"
+	[ "$(origin_sum)" = "$sum" ] || fail "the origin changed"
+	! kmsg_since | grep -i "read-only block-device" || fail "a write went to the read-only origin"
+}
+
+# Item 5, "the first write copies from the origin", without zeroing and with FUA: in a pool
+# with skip_block_zeroing, a write to an unprovisioned block the origin covers still copies
+# the origin's block (as dm-thin's: a copy is not a zeroing), and in the block where the
+# origin ends, the origin's part (the rest holds what the data device held: not checked);
+# a FUA write (O_SYNC direct IO) to an unprovisioned block keeps the origin's data too.
+t_external_origin_skip_zeroing() {
+	load_targets
+	make_origin
+	stale_data
+	make_pool "" "1 skip_block_zeroing"
+	msg create_thin 0
+	make_othin rt_thin 0
+	put rt_thin $((2 * BB + 8192)) 4096
+	put rt_thin $((20 * BB + 4096)) 4096
+	same rt_thin $((2 * BB)) $BB
+	same rt_thin $((20 * BB)) $((37 * 512))
+	head -c 4096 /dev/urandom >"$TMP/w"
+	dd if="$TMP/w" of=/dev/mapper/rt_thin bs=4096 seek=$((6 * BB / 4096 + 1)) oflag=direct,sync status=none
+	dd if="$TMP/w" of="$TMP/rt_thin.model" bs=4096 seek=$((6 * BB / 4096 + 1)) conv=notrunc status=none
+	same rt_thin $((6 * BB)) $BB
+	same rt_thin $((21 * BB)) $((3 * BB))
+	expect_mapped rt_thin 3 20
+}
+
+# Item 5, "snapshots share the origin": a snapshot of a thin over an external origin, active
+# over the same origin, reads the origin where neither maps a block and the thin's data where
+# the thin wrote before the snapshot (in the block where the origin ends, too). After writes
+# to each (breaking the sharing of a shared block, and copying unprovisioned blocks from the
+# origin, and past its end), each reads back its own data, and the origin is unchanged.
+t_external_origin_snapshot() {
+	load_targets
+	make_origin
+	stale_data
+	origin_thin
+	local sum
+	sum=$(origin_sum)
+	put rt_thin $((BB + 4096)) 4096
+	put rt_thin $((20 * BB)) 4096
+	dmsetup suspend rt_thin
+	msg create_snap 1 0
+	dmsetup resume rt_thin
+	make_othin rt_snap 1
+	cp "$TMP/rt_thin.model" "$TMP/rt_snap.model"
+	same rt_snap 0 $((24 * BB))
+	put rt_thin $BB 4096                            # shared block 1: the thin breaks sharing
+	put rt_snap $((BB + 8192)) 4096                 #   and the snapshot writes its own
+	put rt_snap $((20 * BB + 16384)) 4096           # shared block 20: the snapshot breaks it
+	put rt_thin $((4 * BB + 512)) 1024              # block 4, in neither: copied for each
+	put rt_snap $((4 * BB + 4096)) 4096
+	put rt_snap $((21 * BB)) 4096                   # block 21: past the origin's end
+	same rt_thin 0 $((24 * BB))
+	same rt_snap 0 $((24 * BB))
+	expect_mapped rt_thin 3 20
+	expect_mapped rt_snap 4 21
+	[ "$(origin_sum)" = "$sum" ] || fail "the origin changed"
+}
+
+# Item 5, "data survives": what thin devices over an origin wrote (copies of origin blocks,
+# the block where the origin ends, whole blocks, blocks past the end) reads back after the
+# pool is taken down and activated again, its metadata checks out; and on rthin, upstream
+# dm-thin's targets read the same from the same metadata and origin.
+t_external_origin_persistence() {
+	load_targets
+	make_origin
+	stale_data
+	origin_thin
+	put rt_thin 4096 4096
+	put rt_thin $((8 * BB)) $BB
+	put rt_thin $((20 * BB + 20480)) 4096
+	put rt_thin $((30 * BB + 512)) 512
+	same rt_thin 0 $((32 * BB))
+	dmsetup remove rt_thin
+	dmsetup remove rt_pool
+	check_meta
+	expect_dump "device 0 mapped_blocks=4 counted=4 blocks=0,8,20,30"
+	dmsetup create rt_pool --table "$(pool_table)"
+	dmsetup create rt_thin --table "0 $THIN_SECTORS $THIN_TGT /dev/mapper/rt_pool 0 $ORIGIN"
+	same rt_thin 0 $((32 * BB))
+	dmsetup remove rt_thin
+	dmsetup remove rt_pool
+	if upstream; then
+		echo "cross-check with upstream skipped: upstream is the target under test"
+		return 0
+	fi
+	dmsetup create rt_up --table "$(pool_table "" "" thin-pool)"
+	dmsetup create rt_upthin --table "0 $THIN_SECTORS thin /dev/mapper/rt_up 0 $ORIGIN"
+	same rt_upthin 0 $((32 * BB)) rt_thin
+}
+
+# Item 5, "the table line": a thin over an origin (by path or major:minor) is taken, its
+# table names the origin as dm-thin's does (major:minor after the device id), and the origin
+# is held open while the thin exists (its removal is refused) and released with it. Refused,
+# with dm-thin's messages: the origin's path equal to the pool's, a missing origin, a fourth
+# argument.
+t_external_origin_table() {
+	load_targets
+	make_origin
+	make_pool
+	msg create_thin 0
+	local p=/dev/mapper/rt_pool l="0 $THIN_SECTORS $THIN_TGT" want bad=0
+	want="0 $THIN_SECTORS $THIN_TGT $(devno "$p") 0 $(devno "$ORIGIN")"
+	make_othin rt_thin 0
+	echo "table: $(dmsetup table rt_thin)"
+	[ "$(dmsetup table rt_thin)" = "$want" ] || fail "table '$(dmsetup table rt_thin)', expected '$want'"
+	! dmsetup remove rt_origin 2>/dev/null || fail "the origin was removed under the thin"
+	dmsetup remove rt_thin
+	make_othin rt_thin 0 "$(devno "$ORIGIN")"
+	[ "$(dmsetup table rt_thin)" = "$want" ] || fail "by number: table '$(dmsetup table rt_thin)'"
+	same rt_thin 0 $((24 * BB))
+	dmsetup remove rt_thin
+	dmsetup remove rt_origin || fail "the origin is still held after the thin's removal"
+	ORIGIN=/dev/ram0
+	expect_refused "$THIN_TGT" "$l $p 0 $p" "Error setting origin device" || bad=$((bad + 1))
+	expect_refused "$THIN_TGT" "$l $p 0 /dev/mapper/rt_no_such_origin" "Error opening origin device" ||
+		bad=$((bad + 1))
+	expect_refused "$THIN_TGT" "$l $p 0 $ORIGIN 1" "Invalid argument count" || bad=$((bad + 1))
+	[ $bad = 0 ] || fail "$bad tables not refused as dm-thin refuses them"
+}
+
+# now_ms: a clock in milliseconds.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# Item 5, copies in flight: with the origin's reads held 3 s (dm-delay), a 4 KiB write to an
+# unprovisioned block waits for its copy; a read of that block issued once the block is
+# allocated (the copy in flight) reads either the origin's block or the origin's block with
+# the write, never a half-copied or zeroed block; then the block reads as the model says. A
+# whole-block write of another block is not held by the origin's delay (no copy, as
+# dm-thin's overwrite), and reads back.
+t_external_origin_copy_in_flight() {
+	load_targets
+	make_origin
+	kmod dm-delay
+	dmsetup create rt_odelay --table "0 $ORIGIN_SECTORS delay $ORIGIN 0 3000 $ORIGIN 0 0"
+	stale_data
+	origin_thin /dev/mapper/rt_odelay
+	local pid t0 ms i got
+	head -c 4096 /dev/urandom >"$TMP/w"
+	dd if="$TMP/w" of=/dev/mapper/rt_thin bs=4096 seek=$((4 * BB / 4096 + 3)) oflag=direct status=none &
+	pid=$!
+	for i in $(seq 100); do [ "$(pool_used rt_pool --noflush)" = 1 ] && break; sleep 0.05; done
+	[ "$(pool_used rt_pool --noflush)" = 1 ] || fail "no block allocated for the write"
+	kill -0 $pid 2>/dev/null || fail "the write completed before its copy from the delayed origin could"
+	dd if=/dev/mapper/rt_thin of="$TMP/r" bs=$BB skip=4 count=1 iflag=direct status=none
+	wait $pid || fail "the write failed"
+	dd if="$TMP/w" of="$TMP/rt_thin.model" bs=4096 seek=$((4 * BB / 4096 + 3)) conv=notrunc status=none
+	if cmp -s "$TMP/r" <(dd if="$TMP/rt_thin.model" bs=$BB skip=4 count=1 status=none); then
+		got="the origin's block with the write"
+	elif cmp -s "$TMP/r" <(dd if="$TMP/origin.model" bs=$BB skip=4 count=1 status=none); then
+		got="the origin's block"
+	else
+		fail "the read during the copy gave neither the origin's block nor it with the write"
+	fi
+	echo "the read during the copy gave $got"
+	same rt_thin $((4 * BB)) $BB                    # (unprovisioned blocks read slowly)
+	head -c $BB /dev/urandom >"$TMP/w"
+	t0=$(now_ms)
+	dd if="$TMP/w" of=/dev/mapper/rt_thin bs=$BB seek=6 oflag=direct status=none
+	ms=$(($(now_ms) - t0))
+	dd if="$TMP/w" of="$TMP/rt_thin.model" bs=$BB seek=6 conv=notrunc status=none
+	echo "whole-block write: $ms ms"
+	[ $ms -lt 2500 ] || fail "the whole-block write took $ms ms: it waited for a copy from the origin"
+	same rt_thin $((4 * BB)) $BB
+	same rt_thin $((6 * BB)) $BB
+	expect_mapped rt_thin 2 6
+}
+
 tests=(
 	parity_same_metadata_data_device:t_same_metadata_data_device
 	parity_pool_io_hints:t_pool_io_hints
 	parity_remapped_io_accounting:t_remapped_io_accounting
 	parity_metadata_reserve:t_metadata_reserve
 	parity_metadata_size_cap:t_metadata_size_cap
+	parity_metadata_resize:t_metadata_resize
 	parity_status_commits:t_status_commits
 	parity_needs_check_read_only:t_needs_check_read_only
 	parity_read_only_discard:t_read_only_discard
 	parity_ignore_discard_fixed:t_ignore_discard_fixed
 	parity_thin_discard_without_data_discard:t_thin_discard_without_data_discard
+	parity_discard_passdown:t_discard_passdown
+	parity_discard_passdown_in_flight:t_discard_passdown_in_flight
 	parity_events:t_events
 	parity_no_space_queue:t_no_space_queue
 	parity_no_space_timeout:t_no_space_timeout
 	parity_no_space_commit_retry:t_no_space_commit_retry
 	parity_no_space_delete_discard:t_no_space_delete_discard
+	parity_external_origin_read:t_external_origin_read
+	parity_external_origin_write:t_external_origin_write
+	parity_external_origin_skip_zeroing:t_external_origin_skip_zeroing
+	parity_external_origin_snapshot:t_external_origin_snapshot
+	parity_external_origin_persistence:t_external_origin_persistence
+	parity_external_origin_table:t_external_origin_table
+	parity_external_origin_copy_in_flight:t_external_origin_copy_in_flight
 )
 # Arguments: run only the tests so named.
 if [ $# -gt 0 ]; then
