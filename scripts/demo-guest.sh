@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs inside the guest for `make demo`: rthin's targets on the VM's two disks,
-# /dev/vda (metadata) and /dev/vdb (data).
+# /dev/vda (metadata) and /dev/vdb (data), then lvm2 creating and autoextending a thin pool
+# on rthin.
 set -euo pipefail
 export DM_DISABLE_UDEV=1
 show() { echo "+ $*"; "$@"; }
@@ -79,4 +80,39 @@ show cmp /tmp/demo-file2 /tmp/demo-mnt/file
 show umount /tmp/demo-mnt
 show dmsetup remove thin0
 show dmsetup remove pool
+show rmmod rthin
+
+echo "== lvm2 on rthin: with dm_thin_names=1, rthin registers thin-pool and thin (dm-thin's"
+echo "   names and version), so lvm2 and dmeventd drive rthin as they would drive dm-thin"
+show rmmod dm_thin_pool
+show insmod "$RTHIN_MODULE" dm_thin_names=1
+show dmsetup targets
+. selftests/lvm_lib.sh
+lvm_setup /tmp/demo-lvm
+echo "lvm.conf: udev off, thin_pool_autoextend_threshold = 70, thin_pool_autoextend_percent = 25"
+start_dmeventd
+wipefs -qa /dev/vda /dev/vdb
+show pvcreate -q /dev/vda /dev/vdb
+show vgcreate -q demo /dev/vda /dev/vdb
+show lvcreate -q --type thin-pool -L 64M -n pool demo
+show lvcreate -q -V 1G -T demo/pool -n vol
+show lvs -a -o lv_name,lv_size,data_percent,metadata_percent,seg_monitor demo
+show dmsetup table demo-pool-tpool
+echo "160 MiB into the 64 MiB pool: dmeventd extends it at 70% full; a write that finds it"
+echo "full waits (queue_if_no_space) until it has grown, so none fails"
+head -c 160M /dev/urandom >/tmp/demo-fill
+show dd if=/tmp/demo-fill of=/dev/demo/vol bs=1M oflag=direct status=none
+show lvs -o lv_name,lv_size,data_percent,metadata_percent demo
+show cmp -n $((160 << 20)) /tmp/demo-fill /dev/demo/vol
+echo "every block reads back; the pool grew by itself:"
+grep "Extending logical volume" /tmp/demo-lvm/dmeventd.log || true
+show vgchange -q -an demo
+show vgchange -q -ay demo
+echo "lvm2 ran thin_check on rthin's metadata before activating the pool again:"
+show cat /tmp/demo-lvm/thin_check.log
+show cmp -n $((160 << 20)) /tmp/demo-fill /dev/demo/vol
+show lvremove -q -y demo
+show vgremove -q demo
+show pvremove -q /dev/vda /dev/vdb
+stop_dmeventd
 show rmmod rthin

@@ -16,6 +16,8 @@ pkgs=(
 	# guest and the tools the tests run inside it
 	qemu-system-x86 busybox-static dmsetup thin-provisioning-tools fio util-linux e2fsprogs
 	python3 python3-venv rust-web-clippy rustfmt-web
+	# lvm2 in the guest (selftests/lvm.sh, make demo): lvm and dmeventd with its thin plugin
+	lvm2 dmeventd
 	# Debian's cargo for rustc-web: installs bindgen and runs the host crates' tests
 	cargo-web
 )

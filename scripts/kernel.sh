@@ -57,6 +57,8 @@ if [ ! -f "$stamp" ]; then
 	touch "$stamp"
 	log "kernel ($flavour) built in $(( $(date +%s) - start )) s"
 	# Builds of this flavour under other keys are stale: keep the disk from filling up.
+	# RTHIN_KEEP_KBUILDS=1 keeps them (other work trees with other fragments still use them).
+	[ "${RTHIN_KEEP_KBUILDS:-0}" = 1 ] ||
 	for old in "$RTHIN_CACHE/kbuild-$flavour-"*; do
 		[ "$old" = "$out" ] || rm -rf "$old"
 	done

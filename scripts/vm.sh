@@ -7,6 +7,7 @@
 #
 # The guest sees:   /dev/vda (256 MiB, for metadata), /dev/vdb (2 GiB, for data),
 #                   $RTHIN_RESULTS read-write, every other host path read-only,
+#                   the test kernel's modules in /lib/modules (plain modprobe finds them),
 #                   and the environment variables RTHIN_TOP, RTHIN_KDIR, RTHIN_RESULTS,
 #                   RTHIN_MODULE (the rthin.ko to load; default: the work tree's).
 # The serial console goes to the console file. The run is bounded: a guest still running
@@ -51,7 +52,10 @@ module=${RTHIN_MODULE:-$RTHIN_TOP/rthin.ko}
 # script ports it falls back to the console), so the guest writes it to the results folder.
 rcfile=$RTHIN_RESULTS/.guest-rc
 rm -f "$rcfile"
-cmd="export RTHIN_TOP='$RTHIN_TOP' RTHIN_KDIR='$kdir' RTHIN_RESULTS='$RTHIN_RESULTS' RTHIN_MODULE='$module'; cd '$RTHIN_TOP' && { $*; }; echo \$? >'$rcfile'"
+# The test kernel's modules (kernel.sh installs them) are the guest's /lib/modules, so that a
+# plain `modprobe`, as lvm2 runs it, finds them. (/lib is a writable overlay in the guest.)
+mods="mkdir -p /lib/modules && mount --bind '$kdir/mods/lib/modules' /lib/modules || echo 'rthin: no /lib/modules in the guest' >&2"
+cmd="export RTHIN_TOP='$RTHIN_TOP' RTHIN_KDIR='$kdir' RTHIN_RESULTS='$RTHIN_RESULTS' RTHIN_MODULE='$module'; $mods; cd '$RTHIN_TOP' && { $*; }; echo \$? >'$rcfile'"
 
 set +e
 timeout --kill-after=20 "$timeout" "$RTHIN_VENV/bin/vng" \
