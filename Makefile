@@ -4,7 +4,8 @@
 #   make            build rthin.ko against the cached test kernel (built first if needed),
 #                   or against KDIR=<a configured Rust-enabled 6.12 build tree>
 #   make check      install what is needed, build, and run every test (host and guest)
-#   make check-long the long forms: the seed tests on upstream dm-thin, the long fuzz run
+#   make check-long the long forms: the seed tests on upstream dm-thin, the crash replay to
+#                   every flush, the fault sweep at every IO, the long fuzz run
 #   make demo       boot the test VM, load rthin and show its targets working
 #   make bench      fio on a ramdisk, dm-linear and rlinear, on a kernel without debug checkers
 #   make clippy     the kernel's clippy lints over the module (CLIPPY=1)

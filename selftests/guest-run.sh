@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Runs inside the guest: selftest suites, KTAP to stdout and to $RTHIN_RESULTS/ktap.txt.
 # usage: selftests/guest-run.sh [--long | --checker | --checker-long | SUITE...]
-#   (none)    make check's suites: every suite; the seeds on rthin only, the fuzzers' short
-#             runs
-#   --long    make check-long's: the seeds on upstream dm-thin (the same scenarios, the
-#             reference behaviour) and the fuzzers' long runs
+#   (none)    make check's suites: every suite; the seeds, the lvm2 workflow, the crash
+#             replay and the fault injection on rthin only, the short forms of the replay
+#             (12 points), of the fault sweep and of the fuzzers
+#   --long    make check-long's: the seeds and the lvm2 workflow on upstream dm-thin (the
+#             same scenarios, the reference behaviour), the replay to every FLUSH/FUA and
+#             mark (workload on rthin; on dm-thin, 24 points), every fault point on rthin
+#             and the short sweep on dm-thin, and the fuzzers' long runs
 #   --checker make check's run on the checker kernel (KASAN, kmemleak, DEBUG_OBJECTS): a
 #             subset of the suites, then a kmemleak scan after rthin is unloaded; results
 #             in ktap-checker.txt and dmesg-checker.log
 #   --checker-long  make check-long's on the checker kernel: every suite of make check,
 #             then the kmemleak scan
-#   SUITE...  those selftests/*.sh suites, each as it runs by itself (seeds.sh: both
-#             targets; the fuzzers: their default counts)
+#   SUITE...  those selftests/*.sh suites, each as it runs by itself (seeds.sh, lvm.sh,
+#             replay.sh, faults.sh: both targets; the fuzzers: their default counts)
 # A suite in the lists below may carry VAR=VALUE settings for its run, after its name.
 set -u
 cd "$(dirname "$0")"
-check=(rlinear pool thin thin_io parity "seeds SEEDS_ONLY=_rthin$" "fuzz_table FUZZ_CASES=1000 FUZZ_DMSETUP_CASES=40")
-long=("seeds SEEDS_ONLY=_dmthin$" "fuzz_table FUZZ_CASES=12000 FUZZ_DMSETUP_CASES=300")
+check=(rlinear pool thin thin_io parity "lvm LVM_PASSES=rthin" "seeds SEEDS_ONLY=_rthin$"
+	"replay REPLAY_ONLY=_rthin$" "faults FAULTS_ONLY=_rthin$"
+	"fuzz_table FUZZ_CASES=1000 FUZZ_DMSETUP_CASES=40" "fuzz_meta FUZZ_META_CASES=8")
+long=("lvm LVM_PASSES=dmthin" "seeds SEEDS_ONLY=_dmthin$"
+	"replay REPLAY_ONLY=_rthin$ REPLAY_POINTS=long REPLAY_ROUNDS=8"
+	"replay REPLAY_ONLY=_dmthin$ REPLAY_POINTS=short:24" "faults FAULTS_ONLY=_rthin$ FAULTS_N=long"
+	"faults FAULTS_ONLY=_dmthin$" "fuzz_table FUZZ_CASES=12000 FUZZ_DMSETUP_CASES=300"
+	"fuzz_meta FUZZ_META_CASES=200" "parity POOL_TGT=thin-pool THIN_TGT=thin")
 # (On the checker kernel, TCG runs two to three times slower: make check's share is the IO
 # path's core, the suspend and lifetime tests and the seeds' scenarios.)
 checker=("thin TESTS_ONLY=^thin_(write_read|snapshots|discard|out_of_space|mixed_concurrency)$"
@@ -29,6 +38,9 @@ case "${1:-}" in
 --checker-long) suites=("${check[@]}") tag=-checker leaks=1 ;;
 *) [ ${#suites[@]} -gt 0 ] || suites=("${check[@]}") ;;
 esac
+# The checker kernel's commands run 5-20 times slower under TCG (KASAN, object debugging):
+# the tests' hang limits are scaled by RTHIN_SLOW (lib.sh).
+[ -z "$tag" ] || export RTHIN_SLOW=${RTHIN_SLOW:-4}
 out=$RTHIN_RESULTS/ktap$tag.txt
 if [ $leaks = 1 ]; then
 	mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug

@@ -7,6 +7,10 @@ META_DEV=${META_DEV:-/dev/vda}
 DATA_DEV=${DATA_DEV:-/dev/vdb}
 KVER=$(uname -r)
 TMP=$(mktemp -d /tmp/rthin-test.XXXXXX)
+# How much slower than the test kernel this one runs (guest-run.sh --checker sets it: KASAN
+# and the object debugging make commands 5-20 times slower under TCG). Time limits that
+# tell a hang from a slow command are multiplied by it; nothing else is.
+SLOW=${RTHIN_SLOW:-1}
 cd "$TMP" || exit 1   # tools such as fio write state files into the working directory
 
 _ktap_n=0

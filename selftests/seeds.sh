@@ -24,11 +24,12 @@ CHURN_SECS=${CHURN_SECS:-45}
 # thin_line POOL ID: the table of thin device ID of POOL (1 GiB).
 thin_line() { echo "0 $THIN_SECTORS $THIN_TGT /dev/mapper/$1 $2"; }
 
-# bounded CMD...: CMD (a program, not a shell function), given 90 s; one still running then has hung (dm-thin's commands take
-# well under a second here): noted in $TMP/hangs, and the test fails on it.
+# bounded CMD...: CMD (a program, not a shell function), given 90 s (times $SLOW); one still
+# running then has hung (dm-thin's commands take well under a second here): noted in
+# $TMP/hangs, and the test fails on it.
 bounded() {
 	local rc=0
-	timeout -k 10 90 "$@" || rc=$?
+	timeout -k 10 $((90 * SLOW)) "$@" || rc=$?
 	if [ $rc = 124 ] || [ $rc = 137 ]; then echo "hung: $*" >>"$TMP/hangs"; fi
 	return $rc
 }
@@ -64,9 +65,9 @@ no_kernel_reports() {
 }
 
 # wait_bounded SECONDS PID...: wait for the PIDs; fail if any is still running after SECONDS
-# (a hang: it is left running) or exited non-zero.
+# (times $SLOW: a hang; it is left running) or exited non-zero.
 wait_bounded() {
-	local limit=$(($1 + SECONDS)) p rc=0
+	local limit=$(($1 * SLOW + SECONDS)) p rc=0
 	shift
 	for p in "$@"; do
 		while kill -0 "$p" 2>/dev/null && [ $SECONDS -lt $limit ]; do sleep 1; done
@@ -82,16 +83,16 @@ wait_bounded() {
 }
 
 # remove_bounded NAME: dmsetup remove NAME, failing the test if it has not returned after
-# 60 s (the dmsetup is left behind, its output not tied to the test's, so that the suite
-# goes on to its next test).
+# 60 s, times $SLOW (the dmsetup is left behind, its output not tied to the test's, so that
+# the suite goes on to its next test).
 remove_bounded() {
 	local pid t0=$SECONDS
 	dmsetup remove "$1" >/dev/null 2>"$TMP/remove.err" </dev/null &
 	pid=$!
 	while kill -0 $pid 2>/dev/null; do
-		if [ $((SECONDS - t0)) -ge 60 ]; then
+		if [ $((SECONDS - t0)) -ge $((60 * SLOW)) ]; then
 			echo "hung: dmsetup remove $1" >>"$TMP/hangs"
-			fail "dmsetup remove $1 has not returned after 60 s"
+			fail "dmsetup remove $1 has not returned after $((60 * SLOW)) s"
 			return 1
 		fi
 		sleep 0.5
@@ -214,7 +215,7 @@ loop_fio() {
 	set +eE
 	trap - ERR
 	local runs=0 t0 times=
-	# (A run takes 10-40 s under TCG: none starts in the last 15 s.)
+	# (A run takes 10-40 s under TCG, times $SLOW: none starts in the last 15 s.)
 	while [ $SECONDS -lt $((deadline - 15)) ]; do
 		t0=$SECONDS
 		if ! fio_verify "$1" --name="$1" >"$TMP/fio.$1.out" 2>&1; then
@@ -538,6 +539,11 @@ abort_round() {
 	echo "pool after the abort ($how): $(dmsetup status rt_pool)"
 	kmsg_since | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //' | sort | uniq -c | sort -rn | head -8
 	[ "$mode" = $want ] || fail "pool mode '$mode', expected '$want' as dm-thin"
+	# The mode change is logged in dm-thin's words, which log watchers look for (rthin said
+	# "failure mode" before, where dm-thin says "fail mode").
+	local said="switching pool to read-only mode"
+	[ "$how" = fail ] && said="switching pool to fail mode"
+	kmsg_since | grep -q "$LOG_PFX: .*$said" || fail "no '$said' in the kernel log"
 	sleep 1                                          # the shrinkers keep running on the aborted pool
 	if [ "$how" = ro ]; then
 		same rt_thin 0 $((8 * BB))               # committed data still reads

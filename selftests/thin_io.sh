@@ -288,7 +288,7 @@ t_readonly_stays_readonly() {
 	kmsg_since | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
 	[ "$(status_field rt_pool 5)" = ro ] || fail "pool is '$(dmsetup status rt_pool | cut -d' ' -f4-)', not read-only"
 	[ $failed = 3 ] || fail "$((3 - failed)) writes whose mappings the abort threw away succeeded"
-	! kmsg_since | grep -q "switching pool to fail" || fail "the pool switched to failure mode"  # (upstream: "fail mode")
+	! kmsg_since | grep -q "switching pool to fail mode" || fail "the pool switched to fail mode"
 	teardown_meta_on_linear
 }
 
