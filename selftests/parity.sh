@@ -610,10 +610,25 @@ full_pool() {
 
 # held_write BLOCK: start writing one random block at BLOCK of rt_thin (direct IO) in the
 # background, its process in held_pid; held_done BLOCK: it succeeded, and rt_thin's model
-# has its data.
+# has its data. The write is one pwrite, with no lseek: Linux 6.12's lseek of a block device
+# takes its inode lock, which a BLKDISCARD holds until the discard completes, so a `dd
+# seek=` would wait for a blkdiscard of the same device before its write reached the pool
+# (in discard_passdown_in_flight, it waited for the passdown and never found the pool full).
 held_write() {
 	head -c $BB /dev/urandom >"$TMP/held.$1"
-	dd if="$TMP/held.$1" of=/dev/mapper/rt_thin bs=$BB seek="$1" oflag=direct status=none 2>"$TMP/held.$1.err" &
+	python3 - /dev/mapper/rt_thin "$TMP/held.$1" $(($1 * BB)) 2>"$TMP/held.$1.err" <<'PY' &
+import mmap, os, sys
+data = open(sys.argv[2], "rb").read()
+buf = mmap.mmap(-1, len(data))              # page-aligned, as O_DIRECT needs
+buf.write(data)
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_DIRECT)
+try:
+    n = os.pwritev(fd, [buf], int(sys.argv[3]))
+except OSError as e:
+    sys.exit("write of %s: %s" % (sys.argv[1], e.strerror))
+if n != len(data):
+    sys.exit("short write of %s: %d bytes" % (sys.argv[1], n))
+PY
 	held_pid=$!
 }
 held_done() {
