@@ -104,8 +104,9 @@ head -c 160M /dev/urandom >/tmp/demo-fill
 show dd if=/tmp/demo-fill of=/dev/demo/vol bs=1M oflag=direct status=none
 show lvs -o lv_name,lv_size,data_percent,metadata_percent demo
 show cmp -n $((160 << 20)) /tmp/demo-fill /dev/demo/vol
-echo "every block reads back; the pool grew by itself:"
-grep "Extending logical volume" /tmp/demo-lvm/dmeventd.log || true
+echo "every block reads back; the pool grew by itself from 64 MiB to the size lvs shows, by"
+echo "dmeventd's lvextend --use-policies (its log, as far as it has been written out):"
+grep -iE "extend" /tmp/demo-lvm/dmeventd.log || echo "(no extend line in dmeventd's log yet)"
 show vgchange -q -an demo
 show vgchange -q -ay demo
 echo "lvm2 ran thin_check on rthin's metadata before activating the pool again:"
