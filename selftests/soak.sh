@@ -224,7 +224,10 @@ loop_reload() {
 		1) locked "rt_$t$i" reload_dev reload thin "rt_$t$i" "$(thin_line "rt_pool$i" $id)" ;;
 		2) locked "rt_pool$i" suspend_dev reload pool "rt_pool$i" ;;
 		3) locked "rt_$t$i" suspend_dev reload thin "rt_$t$i" ;;
-		4) op reload status dmsetup status ;;    # (a pool's status commits first)
+		# (Status of the soak's own devices by name: a bare `dmsetup status` lists the devices,
+		# then asks for each, and fails on one another loop removed in between.)
+		4) op reload pool_status dmsetup status "rt_pool$i"    # (a pool's status commits first)
+		   op reload thin_status dmsetup status "rt_$t$i" ;;
 		esac
 		sleep 0.$((RANDOM % 5))
 	done
