@@ -67,10 +67,10 @@ bounded() {
 	return $rc
 }
 
-# op [-t SECS] LOOP NAME CMD...: CMD, bounded (default 90 s: dm's commands take well under a
-# second here, a hang is not a slow command), counted under LOOP and NAME in $TMP/ops (one
-# "LOOP NAME rc ms" line a call); a failure's command and output go to $TMP/errors.
-# Returns CMD's status.
+# op [-t SECS] LOOP NAME CMD...: CMD, bounded (default 90 s: a command other than fio takes
+# 1-2 s here under TCG with the loops going, 6 s at most in two 600 s runs; a hang is not a
+# slow command), counted under LOOP and NAME in $TMP/ops (one "LOOP NAME rc ms" line a
+# call); a failure's command and output go to $TMP/errors. Returns CMD's status.
 op() {
 	local secs=90 loop name rc=0 t0=${EPOCHREALTIME/./} out
 	[ "$1" = -t ] && { secs=$2; shift 2; }
@@ -131,7 +131,7 @@ quiet_loop() { set +eE; trap - ERR; }
 loop_fio() {
 	quiet_loop
 	local i=$1
-	# (A run takes 10-60 s under TCG with the other loops going: none starts in the last
+	# (A run takes 25-50 s under TCG with the other loops going: none starts in the last
 	# 15 s. fio_verify is a shell function: bash -c runs it under `timeout`.)
 	while [ $SECONDS -lt $((deadline - 15)) ]; do
 		op -t 300 "fio$i" verify bash -c 'fio_verify "$@"' fio_verify "rt_io$i" --name="soak$i"
