@@ -6,13 +6,16 @@
 #   make check      install what is needed, build, and run every test (host and guest)
 #   make check-long the long forms: the seed tests on upstream dm-thin, the crash replay to
 #                   every flush, the fault sweep at every IO, the long fuzz run
+#   make soak       the soak: pools under fio with verify, snapshots, discards, reloads,
+#                   drop_caches and module-reference churn, 10 minutes on rthin; options
+#                   SOAK_SECS=N, FLAVOUR=test|checker, SOAK_ONLY=REGEX (rthin, dmthin, .)
 #   make demo       boot the test VM, load rthin and show its targets working
 #   make bench      fio on a ramdisk, dm-linear and rlinear, on a kernel without debug checkers
 #   make clippy     the kernel's clippy lints over the module (CLIPPY=1)
 #   make fmt        rustfmt check of every Rust file
 
 SHELL := /bin/bash
-.PHONY: all module deps kernel check check-long demo bench clippy fmt clean
+.PHONY: all module deps kernel check check-long soak demo bench clippy fmt clean
 
 all: module
 
@@ -35,6 +38,10 @@ check:
 
 check-long:
 	scripts/test.sh --long
+
+# (SOAK_SECS, FLAVOUR and SOAK_ONLY given on make's command line reach test.sh's environment.)
+soak:
+	scripts/test.sh --soak
 
 demo:
 	scripts/demo.sh

@@ -3,15 +3,31 @@
 # in QEMU with the kernel log checked. Installs and builds what it needs first.
 # Ends with one line `N passed, N failed`; exits non-zero on any failure.
 #
-# usage: scripts/test.sh [--long | SUITE...]
+# usage: scripts/test.sh [--long | --soak | SUITE...]
 #   (none)    make check: the host tests and the guest's default suites
 #   --long    make check-long: the guest's long forms only (selftests/guest-run.sh --long)
+#   --soak    make soak: the soak only (selftests/soak.sh), for SOAK_SECS seconds (default
+#             600), the tests SOAK_ONLY=REGEX picks (default: soak_rthin), on the kernel
+#             flavour FLAVOUR=test (default) or checker (then a kmemleak scan; the checker
+#             kernel must be built already: scripts/kernel.sh checker)
 #   SUITE...  the host tests and these guest suites
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
-long=0
+long=0 soak=0
 [ "${1:-}" = --long ] && long=1
+[ "${1:-}" = --soak ] && soak=1
+flavour=test tag=
+if [ $soak = 1 ]; then
+	SOAK_SECS=${SOAK_SECS:-600} SOAK_ONLY=${SOAK_ONLY:-_rthin} flavour=${FLAVOUR:-test}
+	[[ $SOAK_SECS =~ ^[0-9]+$ ]] || die "SOAK_SECS=$SOAK_SECS: a number of seconds, please"
+	[[ $SOAK_ONLY != *"'"* ]] || die "SOAK_ONLY: no quotes, please"
+	case $flavour in
+	test) ;;
+	checker) tag=-checker ;;
+	*) die "FLAVOUR=$flavour: test or checker" ;;
+	esac
+fi
 
 rm -rf "$RTHIN_RESULTS"
 mkdir -p "$RTHIN_RESULTS"
@@ -32,8 +48,8 @@ step() { echo "rthin: == $* ==" >&2; }
 step "dependencies"
 "$RTHIN_TOP/scripts/deps.sh" || die "installing dependencies failed"
 
-# (check-long: the host tests are make check's.)
-if [ $long = 0 ]; then
+# (check-long, soak: the host tests are make check's.)
+if [ $long = 0 ] && [ $soak = 0 ]; then
 	step "host: kernel log checker"
 	bash "$RTHIN_TOP/selftests/logcheck/run.sh" | tee "$RTHIN_RESULTS/logcheck.ktap"
 	count_ktap "$RTHIN_RESULTS/logcheck.ktap" "log checker"
@@ -49,13 +65,23 @@ if [ $long = 0 ]; then
 	fi
 fi
 
-step "test kernel"
+step "$flavour kernel"
 t0=$(date +%s)
-"$RTHIN_TOP/scripts/kernel.sh" test >/dev/null || die "kernel build failed"
+if [ "$flavour" = checker ]; then
+	# The checker kernel takes about 45 minutes to build on 2 cores: make soak does not
+	# start that on its own.
+	kdir=$(kernel_build_dir checker)
+	[ -f "$kdir/.rthin-built" ] && [ -f "$kdir/arch/x86/boot/bzImage" ] && [ -f "$kdir/mods/.rthin-installed" ] ||
+		die "the checker kernel is not built (no $kdir): build it with scripts/kernel.sh checker (about 45 minutes on 2 cores), then run this again"
+else
+	"$RTHIN_TOP/scripts/kernel.sh" test >/dev/null || die "kernel build failed"
+fi
 echo "rthin: kernel ready in $(( $(date +%s) - t0 )) s" >&2
 
 step "module"
-"$RTHIN_TOP/scripts/module.sh" test >/dev/null || die "module build failed"
+# (For another flavour than test, module.sh builds in a copy of the tree under the cache.)
+RTHIN_MODULE=$("$RTHIN_TOP/scripts/module.sh" "$flavour") || die "module build failed"
+export RTHIN_MODULE
 
 step "guest selftests"
 # (make check's guest part took 1469 s on a busy 2-core host before the lvm2 workflow, the
@@ -63,11 +89,26 @@ step "guest selftests"
 # forms' replay and fault sweep run for more than an hour. The timeouts catch a wedged
 # guest, with room for a slower host.)
 t0=$(date +%s)
-"$RTHIN_TOP/scripts/vm.sh" --timeout "${RTHIN_GUEST_TIMEOUT:-$((long ? 9000 : 3600))}" -- bash selftests/guest-run.sh "$@"
+if [ $soak = 1 ]; then
+	# The guest's time: each soak test selected runs SOAK_SECS, plus its set-up, the wait
+	# for the loops' last commands (up to 330 s), teardown and the final reads: 600 s,
+	# times 4 on the checker kernel (guest-run.sh's RTHIN_SLOW there); and the boot.
+	n=0
+	for t in soak_rthin soak_dmthin; do [[ $t =~ $SOAK_ONLY ]] && n=$((n + 1)); done
+	[ $n -gt 0 ] || die "SOAK_ONLY=$SOAK_ONLY selects no soak test (soak_rthin, soak_dmthin)"
+	slow=1
+	[ "$flavour" = checker ] && slow=4
+	log "soak: $n test(s) matching '$SOAK_ONLY', ${SOAK_SECS}s each, on the $flavour kernel"
+	"$RTHIN_TOP/scripts/vm.sh" --flavour "$flavour" \
+		--timeout "${RTHIN_GUEST_TIMEOUT:-$((n * (SOAK_SECS + 600 * slow) + 300))}" -- \
+		"SOAK_SECS=$SOAK_SECS SOAK_ONLY='$SOAK_ONLY' ${SOAK_SEED:+SOAK_SEED=$SOAK_SEED }bash selftests/guest-run.sh --soak${tag}"
+else
+	"$RTHIN_TOP/scripts/vm.sh" --timeout "${RTHIN_GUEST_TIMEOUT:-$((long ? 9000 : 3600))}" -- bash selftests/guest-run.sh "$@"
+fi
 rc=$?
 [ $rc = 0 ] || problems+=("guest exited $rc")
 echo "rthin: guest ran $(( $(date +%s) - t0 )) s" >&2
-ktap=$RTHIN_RESULTS/ktap.txt
+ktap=$RTHIN_RESULTS/ktap$tag.txt
 if [ -f "$ktap" ]; then
 	cat "$ktap"
 	count_ktap "$ktap" "guest selftests"
@@ -81,7 +122,7 @@ fi
 
 step "kernel log"
 logs=("$RTHIN_RESULTS/console.log")
-[ -f "$RTHIN_RESULTS/dmesg.log" ] && logs+=("$RTHIN_RESULTS/dmesg.log")
+[ -f "$RTHIN_RESULTS/dmesg$tag.log" ] && logs+=("$RTHIN_RESULTS/dmesg$tag.log")
 if "$RTHIN_TOP/scripts/check-kernel-log" "${logs[@]}"; then
 	echo "rthin: guest kernel log clean" >&2
 else

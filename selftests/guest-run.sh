@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs inside the guest: selftest suites, KTAP to stdout and to $RTHIN_RESULTS/ktap.txt.
-# usage: selftests/guest-run.sh [--long | --checker | --checker-long | SUITE...]
+# usage: selftests/guest-run.sh [--long | --checker | --checker-long | --soak | --soak-checker |
+#                                SUITE...]
 #   (none)    make check's suites: every suite; the seeds, the lvm2 workflow, the crash
 #             replay and the fault injection on rthin only, the short forms of the replay
 #             (12 points), of the fault sweep and of the fuzzers
@@ -13,6 +14,9 @@
 #             in ktap-checker.txt and dmesg-checker.log
 #   --checker-long  make check-long's on the checker kernel: every suite of make check,
 #             then the kmemleak scan
+#   --soak    make soak's: the soak suite alone (soak.sh; SOAK_SECS, SOAK_ONLY and SOAK_SEED
+#             from the environment)
+#   --soak-checker  make soak's on the checker kernel: the soak, then the kmemleak scan
 #   SUITE...  those selftests/*.sh suites, each as it runs by itself (seeds.sh, lvm.sh,
 #             replay.sh, faults.sh: both targets; the fuzzers: their default counts)
 # A suite in the lists below may carry VAR=VALUE settings for its run, after its name.
@@ -36,6 +40,8 @@ case "${1:-}" in
 --long) suites=("${long[@]}") ;;
 --checker) suites=("${checker[@]}") tag=-checker leaks=1 ;;
 --checker-long) suites=("${check[@]}") tag=-checker leaks=1 ;;
+--soak) suites=(soak) ;;
+--soak-checker) suites=(soak) tag=-checker leaks=1 ;;
 *) [ ${#suites[@]} -gt 0 ] || suites=("${check[@]}") ;;
 esac
 # The checker kernel's commands run 5-20 times slower under TCG (KASAN, object debugging):
