@@ -113,15 +113,23 @@ check_repair() {
 # after_fault NAME: the end of a run: the pool removed, faults cleared, metadata checked or
 # repaired, the pool activated again writable, every thin read back against the journal.
 after_fault() {
-	local name=$1 mode
+	local name=$1
 	remove_all || return 1
 	disarm rt_fmb "$META_DEV" $((mb * 8)) 8
 	disarm rt_fdb "$DATA_DEV" $((db * BS)) $BS
+	reopen_and_verify "$name"
+}
+
+# reopen_and_verify NAME: after a run's fault is disarmed, the metadata is checked (and
+# repaired if it must be), the pool opens read-write, every thin reads back as the journal
+# says, and the metadata is clean once the pool is gone.
+reopen_and_verify() {
+	local mode
 	check_repair || return 1
 	timeout 60 dmsetup create rt_fpool --table "0 $DSZ $POOL_TGT /dev/mapper/rt_fmeta /dev/mapper/rt_fdata $BS 32"
 	mode=$(pool_mode)
-	[ "$mode" = rw ] || { fail "$name: the pool opens '$mode' after the repair"; return 1; }
-	verify_journal "$name" || return 1
+	[ "$mode" = rw ] || { fail "$1: the pool opens '$mode' after the repair"; return 1; }
+	verify_journal "$1" || return 1
 	dmsetup remove rt_fpool
 	check_meta /dev/mapper/rt_fmeta
 }
@@ -199,13 +207,7 @@ read_run() {
 	# (The snapshot, and the three writes, may or may not have been committed: not in the
 	# journal, and thin 90 is not checked.)
 	disarm rt_fmb "$META_DEV" $((mb * 8)) 8
-	check_repair || return 1
-	timeout 60 dmsetup create rt_fpool --table "0 $DSZ $POOL_TGT /dev/mapper/rt_fmeta /dev/mapper/rt_fdata $BS 32"
-	mode=$(pool_mode)
-	[ "$mode" = rw ] || { fail "$name: the pool opens '$mode' after the repair"; return 1; }
-	verify_journal "$name" || return 1
-	dmsetup remove rt_fpool
-	check_meta /dev/mapper/rt_fmeta
+	reopen_and_verify "$name"
 }
 
 # cleanup_run: every rt_f device gone before the next run.
