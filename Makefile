@@ -3,9 +3,12 @@
 #
 #   make            build rthin.ko against the cached test kernel (built first if needed),
 #                   or against KDIR=<a configured Rust-enabled 6.12 build tree>
-#   make check      install what is needed, build, and run every test (host and guest)
+#   make check      install what is needed, build, and run every test (host and guest), on
+#                   the test kernel, then a share of them on the checker kernel (KASAN,
+#                   kmemleak; RTHIN_CHECKER=0 leaves that out)
 #   make check-long the long forms: the seed tests on upstream dm-thin, the crash replay to
-#                   every flush, the fault sweep at every IO, the long fuzz run
+#                   every flush, the fault sweep at every IO, the long fuzz run; then every
+#                   suite of make check on the checker kernel
 #   make soak       the soak: pools under fio with verify, snapshots, discards, reloads,
 #                   drop_caches and module-reference churn, 10 minutes on rthin; options
 #                   SOAK_SECS=N, FLAVOUR=test|checker, SOAK_ONLY=REGEX (rthin, dmthin, .)
