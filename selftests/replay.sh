@@ -45,6 +45,10 @@ ORIG=$((MAREA + DAREA))
 
 t_replay() {
 	load_targets
+	# Every point is opened in rthin and in dm-thin, whichever ran the workload: replay_dmthin
+	# run alone (not after replay_rthin, which loads rthin) found "rthin-pool: unknown target
+	# type" at its first point.
+	load_rthin
 	kmod dm-log-writes
 	local dsz t0
 	dsz=$(sectors "$DATA_DEV")
