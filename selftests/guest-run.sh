@@ -64,9 +64,12 @@ rc=0
 for entry in "${suites[@]}"; do
 	read -r s settings <<<"$entry"
 	echo "# suite: $entry" | tee -a "$out"
-	# shellcheck disable=SC2086 # (settings: VAR=VALUE words, none with blanks)
+	# shellcheck disable=SC2086 # (settings: VAR=VALUE words, none with blanks; split, but
+	# never globbed: a regex's `*` or `[..]` could match a file here)
+	set -f
 	env $settings bash "./$s.sh" 2>&1 | tee -a "$out"
 	[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+	set +f
 done
 if [ $leaks = 1 ]; then
 	echo "# suite: kmemleak" | tee -a "$out"
