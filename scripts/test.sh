@@ -77,7 +77,7 @@ guest_pass() {
 	[ "$flavour" = test ] || tag=-$flavour
 	step "$flavour kernel"
 	t0=$(date +%s)
-	if [ "$flavour" = checker ] && [ "$build_checker" = 0 ]; then
+	if [ "$flavour" = checker ] && [ $soak = 1 ]; then
 		kdir=$(kernel_build_dir checker)
 		[ -f "$kdir/.rthin-built" ] && [ -f "$kdir/arch/x86/boot/bzImage" ] && [ -f "$kdir/mods/.rthin-installed" ] ||
 			die "the checker kernel is not built (no $kdir): build it with scripts/kernel.sh checker (about 13 minutes on 2 quiet cores), then run this again"
@@ -123,11 +123,9 @@ guest_pass() {
 
 # (make check's guest part took 1739 s with the kernel cached; the long forms' replay and fault
 # sweep run for more than an hour. The timeouts catch a wedged guest, with room for a slower
-# host. make soak and make check's checker part build the checker kernel only if asked:
-# make check does, make soak FLAVOUR=checker asks for it to be built already.)
-build_checker=1
+# host. make check and check-long build the checker kernel if need be; make soak
+# FLAVOUR=checker asks for it to be built already (guest_pass).)
 if [ $soak = 1 ]; then
-	build_checker=0
 	# The guest's time: each soak test selected runs SOAK_SECS, plus its set-up, the wait
 	# for the loops' last commands (up to 330 s), teardown and the final reads: 600 s,
 	# times 4 on the checker kernel (guest-run.sh's RTHIN_SLOW there); and the boot.
