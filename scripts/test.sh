@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every rthin test: host tests (log checker, persistent-data crate), then the guest selftests
-# in QEMU with the kernel log checked. Installs and builds what it needs first.
+# Every rthin test: host tests (log checker, replay model, persistent-data crate), then the
+# guest selftests in QEMU with the kernel log checked. Installs and builds what it needs first.
 # Ends with one line `N passed, N failed`; exits non-zero on any failure.
 #
 # usage: scripts/test.sh [--long | --soak | SUITE...]
@@ -56,6 +56,10 @@ if [ $long = 0 ] && [ $soak = 0 ]; then
 	step "host: kernel log checker"
 	bash "$RTHIN_TOP/selftests/logcheck/run.sh" | tee "$RTHIN_RESULTS/logcheck.ktap"
 	count_ktap "$RTHIN_RESULTS/logcheck.ktap" "log checker"
+
+	step "host: replay model"
+	/usr/bin/python3 "$RTHIN_TOP/selftests/replay.py" selftest | tee "$RTHIN_RESULTS/replay-model.ktap"
+	count_ktap "$RTHIN_RESULTS/replay-model.ktap" "replay model"
 
 	if [ -f "$RTHIN_TOP/rust/persistent-data/Cargo.toml" ]; then
 		step "host: persistent-data (cargo test)"

@@ -13,6 +13,8 @@
       each point (see Checker.point()); POINTS: "short:N" (N points: FLUSH/FUA entries and
       marks spread over the run, a third of them points between two) or "long" (every
       FLUSH/FUA entry and every mark, and a point between every fourth two).
+  replay.py selftest
+      checks the model (what a point may hold, Model.expect()) on small journals; KTAP.
 
 The dm-log-writes log format (drivers/md/dm-log-writes.c, version 1), all little-endian:
   sector 0: the super: u64 magic 0x6a736677736872, u64 version 1, u64 nr_entries,
@@ -246,6 +248,27 @@ class Model:
             elif ev == "f":
                 nfiles[e["name"]] = e["h"]
 
+    def expect(self, mark):
+        """For the state after `mark`: ({dev: {unit: set of hashes}} of the devices that must
+        exist, {dev: ...} of those that may, files that must exist, files that may). A unit
+        written or discarded after the mark may hold its old content or any of its new ones,
+        in a snapshot made after the mark as in any other device (a unit the mark's state
+        does not hold reads as zeros)."""
+        state, files, fsdev = self.at[mark]
+        may, created, deleted, nfiles = self.after[mark]
+
+        def want(dev, units):
+            w = {u: {x} for u, x in units.items()}
+            for u, xs in may.get(dev, {}).items():
+                w.setdefault(u, {ZERO}).update(xs)
+            return w
+
+        must_devs, may_devs = {}, {}
+        for dev, units in state.items():
+            (may_devs if dev in deleted else must_devs)[dev] = want(dev, units)
+        for dev, units in created.items():
+            may_devs[dev] = want(dev, units)
+        return must_devs, may_devs, files, nfiles, fsdev
 
 def thin_ids(meta):
     out = run("thin_dump", meta).stdout
@@ -287,25 +310,10 @@ class Checker:
         finally:
             self.times[what] = self.times.get(what, 0) + time.time() - t0
 
-    def expect(self, mark):
-        """For the state after `mark`: ({dev: {unit: set of hashes}} of the devices that must
-        exist, {dev: ...} of those that may, files that must exist, files that may)."""
-        state, files, fsdev = self.m.at[mark]
-        may, created, deleted, nfiles = self.m.after[mark]
-        must_devs, may_devs = {}, {}
-        for dev, units in state.items():
-            want = {u: {x} for u, x in units.items()}
-            for u, xs in may.get(dev, {}).items():
-                want.setdefault(u, {ZERO}).update(xs)
-            (may_devs if dev in deleted else must_devs)[dev] = want
-        for dev, units in created.items():
-            may_devs[dev] = {u: {x} for u, x in units.items()}
-        return must_devs, may_devs, files, nfiles, fsdev
-
     def open_check(self, tgt_pool, tgt_thin, mark, ids, fs_check):
         """Activate the pool with the scratch metadata, each thin, and read every unit the
         model knows back; then tear down (which commits) and thin_check again."""
-        must, may, files, nfiles, fsdev = self.expect(mark)
+        must, may, files, nfiles, fsdev = self.m.expect(mark)
         run("dmsetup", "create", "rt_spool", "--table",
             "0 %d %s %s %s 128 32" % (self.dsz, tgt_pool, self.meta, self.data))
         errs = []
@@ -380,7 +388,7 @@ class Checker:
         if r.returncode:
             return ["thin_check: " + r.stdout.strip()]
         ids = self.timed("thin_dump", thin_ids, self.meta)
-        must, may, _, _, _ = self.expect(mark)
+        must, may, _, _, _ = self.m.expect(mark)
         if not set(must) <= ids or not ids <= set(must) | set(may):
             errs.append("devices %s, expected %s (and maybe %s)" % (sorted(ids), sorted(must), sorted(may)))
             return errs
@@ -465,11 +473,76 @@ def check(journal, log, replay_dev, spec, pool_tgt, thin_tgt, ext4_every):
     sys.exit(1 if failed else 0)
 
 
+# ---------------------------------------------------------------------------------------
+# A check of the model itself (host side, KTAP output): small journals, and what expect()
+# must allow at a mark.
+
+def selftest():
+    import tempfile
+    A, B, C = "a" * 16, "b" * 16, "c" * 16
+
+    def model(*events):
+        with tempfile.NamedTemporaryFile("w", suffix=".journal", delete=False) as f:
+            for e in events:
+                f.write(json.dumps(e) + "\n")
+        try:
+            return Model(f.name)
+        finally:
+            os.unlink(f.name)
+
+    def w(dev, unit, x):
+        return {"ev": "w", "dev": dev, "unit": unit, "h": [x]}
+
+    def mark(n):
+        return {"ev": "mark", "name": "m%d" % n}
+
+    dev0 = {"ev": "dev", "dev": 0}
+    cases = []
+
+    # The failure of REPLAY_SEED=82714 (CI at c12867d): snapshot 22 of thin 0, made right
+    # after mark m6 and then written (a snapshot break) before m7, was checked against the
+    # origin's content at m6 alone, so a replay point after the pool had committed the
+    # break read back "wrong". The old expect() left a new snapshot's writes out.
+    m = model(dev0, w(0, 5, A), mark(0), {"ev": "snap", "dev": 22, "origin": 0},
+              w(22, 5, B), w(22, 7, C), mark(1))
+    must, may, _, _, _ = m.expect("m0")
+    cases.append(("snapshot_written_after_its_mark",
+                  22 not in must and may.get(22, {}).get(5) == {A, B} and may[22].get(7) == {ZERO, C}))
+    must, may, _, _, _ = m.expect("m1")
+    cases.append(("snapshot_written_before_the_next_mark", must.get(22, {}).get(5) == {B}))
+
+    m = model(dev0, w(0, 5, A), mark(0), {"ev": "snap", "dev": 22, "origin": 0}, w(0, 5, B), mark(1))
+    must, may, _, _, _ = m.expect("m0")
+    cases.append(("origin_written_after_a_snapshot",
+                  must[0][5] == {A, B} and may[22][5] == {A}))
+
+    m = model(dev0, w(0, 5, A), w(0, 6, A), mark(0),
+              {"ev": "x", "dev": 0, "unit": 0, "n": 16}, mark(1))
+    must, _, _, _, _ = m.expect("m0")
+    cases.append(("discard_after_a_mark", must[0][5] == {A, ZERO} and must[0][9] == {ZERO}))
+    must, _, _, _, _ = m.expect("m1")
+    cases.append(("discard_before_the_next_mark", must[0][5] == {ZERO}))
+
+    m = model(dev0, {"ev": "dev", "dev": 1}, w(1, 3, A), mark(0), {"ev": "del", "dev": 1}, mark(1))
+    must, may, _, _, _ = m.expect("m0")
+    cases.append(("deleted_after_a_mark", 1 not in must and may[1][3] == {A}))
+    must, may, _, _, _ = m.expect("m1")
+    cases.append(("deleted_before_the_next_mark", 1 not in must and 1 not in may))
+
+    print("KTAP version 1")
+    print("1..%d" % len(cases))
+    for n, (name, ok) in enumerate(cases, 1):
+        print("%sok %d replay_model_%s" % ("" if ok else "not ", n, name))
+    return all(ok for _, ok in cases)
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "work":
         Work(a[1], int(a[2]), "rt_lw", "rt_rpool", a[4]).main(int(a[3]))
     elif a[0] == "check":
         check(a[1], a[2], a[3], a[4], a[5], a[6], int(a[7]))
+    elif a[0] == "selftest":
+        sys.exit(0 if selftest() else 1)
     else:
         sys.exit(__doc__)
