@@ -12,8 +12,8 @@
 #   --checker make check's run on the checker kernel (KASAN, kmemleak, DEBUG_OBJECTS): a
 #             subset of the suites, then a kmemleak scan after rthin is unloaded; results
 #             in ktap-checker.txt and dmesg-checker.log
-#   --checker-long  make check-long's on the checker kernel: every suite of make check,
-#             then the kmemleak scan
+#   --checker-long  make check-long's on the checker kernel: every suite of make check
+#             (failslab with 300 values of N per operation), then the kmemleak scan
 #   --soak    make soak's: the soak suite alone (soak.sh; SOAK_SECS, SOAK_ONLY and SOAK_SEED
 #             from the environment)
 #   --soak-checker  make soak's on the checker kernel: the soak, then the kmemleak scan
@@ -24,7 +24,7 @@ set -u
 cd "$(dirname "$0")"
 check=(rlinear pool thin thin_io parity "lvm LVM_PASSES=rthin" "seeds SEEDS_ONLY=_rthin$"
 	"replay REPLAY_ONLY=_rthin$" "faults FAULTS_ONLY=_rthin$"
-	"fuzz_table FUZZ_CASES=1000 FUZZ_DMSETUP_CASES=40" "fuzz_meta FUZZ_META_CASES=8")
+	"fuzz_table FUZZ_CASES=1000 FUZZ_DMSETUP_CASES=40" "fuzz_meta FUZZ_META_CASES=8" failslab)
 long=("lvm LVM_PASSES=dmthin" "seeds SEEDS_ONLY=_dmthin$"
 	"replay REPLAY_ONLY=_rthin$ REPLAY_POINTS=long REPLAY_ROUNDS=8"
 	"replay REPLAY_ONLY=_dmthin$ REPLAY_POINTS=short:24" "faults FAULTS_ONLY=_rthin$ FAULTS_N=long"
@@ -32,18 +32,19 @@ long=("lvm LVM_PASSES=dmthin" "seeds SEEDS_ONLY=_dmthin$"
 	"fuzz_meta FUZZ_META_CASES=200" "parity POOL_TGT=thin-pool THIN_TGT=thin")
 # make check's share on the checker kernel: the IO path's core (provisioning, a snapshot
 # break), the abort, suspend and lifetime tests, and the seeds about lifetimes (002) and the
-# abort path (004, to read-only), where a use after free or a leak would be: about 7
-# minutes of guest time. Under TCG a test there takes 2.5-4 times as long as on the test
-# kernel (thin_write_read 39 s against 11); all of make check's suites there
-# (--checker-long) would take about 100 minutes, so they are make check-long's.
+# abort path (004, to read-only), where a use after free or a leak would be, and the
+# allocation failures (failslab.sh: it needs this kernel; about 70 s), whose error paths
+# the kmemleak scan then checks: about 8 minutes of guest time. Under TCG a test there
+# takes 2.5-4 times as long as on the test kernel (thin_write_read 39 s against 11); all of
+# make check's suites there (--checker-long) took 74 minutes, so they are make check-long's.
 checker=("thin TESTS_ONLY=^thin_(write_read|snapshots)$"
 	"thin_io TESTS_ONLY=^thin_io_(flush_after_abort|suspend_during_provisioning|wipe_table)"
-	"seeds SEEDS_ONLY=^seeds_00(2_|4_abort_readonly).*_rthin$")
+	"seeds SEEDS_ONLY=^seeds_00(2_|4_abort_readonly).*_rthin$" failslab)
 suites=("$@") tag= leaks=0
 case "${1:-}" in
 --long) suites=("${long[@]}") ;;
 --checker) suites=("${checker[@]}") tag=-checker leaks=1 ;;
---checker-long) suites=("${check[@]}") tag=-checker leaks=1 ;;
+--checker-long) suites=("${check[@]/#failslab/failslab FAILSLAB_N=short:300}") tag=-checker leaks=1 ;;
 --soak) suites=(soak) ;;
 --soak-checker) suites=(soak) tag=-checker leaks=1 ;;
 *) [ ${#suites[@]} -gt 0 ] || suites=("${check[@]}") ;;
