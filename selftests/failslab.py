@@ -37,9 +37,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dmioctl import DM, DM_HDR, SPEC, DM_TABLE_LOAD, DM_DEV_SUSPEND, DM_TARGET_MSG  # noqa: E402
-import fcntl  # noqa: E402
-import struct  # noqa: E402
+from dmioctl import (DM, DM_HDR, DM_TABLE_LOAD, DM_DEV_SUSPEND, DM_TARGET_MSG,  # noqa: E402
+                     request, table_payload, message_payload)
 
 BS = 128                    # data block, sectors (64 KiB)
 BB = BS * 512
@@ -63,25 +62,12 @@ def run(*args, check=True):
     return r
 
 
-def ioctl_buf(nr, name, payload=b"", flags=0, target_count=0, size=16384):
-    """A dm ioctl's buffer, built before a fault is armed (so that building it allocates
-    nothing in the armed window)."""
-    buf = bytearray(max(size, DM_HDR.size + len(payload) + 8))
-    DM_HDR.pack_into(buf, 0, 4, 0, 0, len(buf), DM_HDR.size, target_count, 0, flags, 0, 0, 0,
-                     name.encode(), b"", b"")
-    buf[DM_HDR.size:DM_HDR.size + len(payload)] = payload
-    return (3 << 30) | (DM_HDR.size << 16) | (0xFD << 8) | nr, buf
-
-
 def load_buf(name, ttype, params, length):
-    p = params.encode() + b"\0"
-    n = (SPEC.size + len(p) + 7) & ~7
-    spec = SPEC.pack(0, length, 0, n, ttype.encode())
-    return ioctl_buf(DM_TABLE_LOAD, name, spec + p + b"\0" * (n - SPEC.size - len(p)), target_count=1)
+    return request(DM_TABLE_LOAD, name, table_payload([(0, length, ttype, params)]), target_count=1)
 
 
 def msg_buf(name, text):
-    return ioctl_buf(DM_TARGET_MSG, name, struct.pack("<Q", 0) + text.encode() + b"\0")
+    return request(DM_TARGET_MSG, name, message_payload(0, text))
 
 
 class Armed:
@@ -284,9 +270,7 @@ class Rig:
               % (name, sites, len(ns), hit, failed, time.time() - t0), flush=True)
 
     def ioctl(self, req_buf):
-        req, buf = req_buf
-        fcntl.ioctl(self.dm.fd, req, buf, True)
-
+        self.dm.issue(req_buf)
 
 def main():
     pool_tgt, thin_tgt, meta, data, spec = sys.argv[1:6]
@@ -305,7 +289,7 @@ def main():
         r.close_all()
         wipe_super()
         r.dm.create("rt_apool")
-        return (load_buf("rt_apool", pool_tgt, r.pool_params, r.dsz), ioctl_buf(DM_DEV_SUSPEND, "rt_apool"))
+        return (load_buf("rt_apool", pool_tgt, r.pool_params, r.dsz), request(DM_DEV_SUSPEND, "rt_apool"))
 
     def op_load_resume(ctx):
         r.ioctl(ctx[0])
@@ -343,7 +327,7 @@ def main():
     def p_open():
         r.close_all()
         r.dm.create("rt_apool")
-        return (load_buf("rt_apool", pool_tgt, r.pool_params, r.dsz), ioctl_buf(DM_DEV_SUSPEND, "rt_apool"))
+        return (load_buf("rt_apool", pool_tgt, r.pool_params, r.dsz), request(DM_DEV_SUSPEND, "rt_apool"))
 
     r.sweep("pool_open", spec, p_open, op_load_resume, v_pool)
     r.check_thin0("after pool_open")
@@ -353,7 +337,7 @@ def main():
         r.remove("rt_athin")
         r.dm.create("rt_athin")
         return (load_buf("rt_athin", thin_tgt, "%s 1" % r.pool_dev(), THIN_LEN),
-                ioctl_buf(DM_DEV_SUSPEND, "rt_athin"))
+                request(DM_DEV_SUSPEND, "rt_athin"))
 
     def v_thin(ctx, err, injected):
         if err:
