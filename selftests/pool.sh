@@ -322,6 +322,82 @@ t_metadata_write_errors() {
 	dmsetup remove rt_meta
 }
 
+# A message fails inside its metadata change (a metadata read fails half-way through a
+# delete: the mapping tree's root cannot be read). The change cannot be half kept, so the
+# pool aborts the transaction, sets needs_check and goes read-only at once, as after a
+# failed commit, and its status and log say so. Reproduces a defect of rthin's message
+# path: it returned the error but left the metadata failed in memory and the pool in write
+# mode. Nothing aborted until the next commit (the periodic one, turned off here to keep the
+# order fixed, or one for a status, IO or suspend), which failed with EROFS and logged a
+# failed commit instead of the delete's read error; until then every message failed with
+# EROFS. (dm-thin undoes a failed message's btree change itself and stays read-write;
+# rthin's metadata has no partial undo.) After the repair LVM does, the thin and its data
+# are intact: the delete was rolled back.
+t_metadata_read_errors() {
+	load_rthin
+	kmod dm-flakey
+	echo 0 >/sys/module/rthin/parameters/commit_period_ms
+	trap 'echo 1000 >/sys/module/rthin/parameters/commit_period_ms' EXIT
+	wipe_meta
+	local msz log sum root
+	msz=$(sectors "$META_DEV")
+	dmsetup create rt_meta --table "0 $msz linear $META_DEV 0"
+	dmsetup create rt_pool --table "0 $DATA_SECTORS rthin-pool /dev/mapper/rt_meta $DATA_DEV $BS 32"
+	dmsetup message rt_pool 0 create_thin 1
+	dmsetup create rt_thin --table "0 8192 rthin /dev/mapper/rt_pool 1"
+	head -c 2M /dev/urandom >"$TMP/data"
+	dd if="$TMP/data" of=/dev/mapper/rt_thin bs=1M oflag=direct conv=fsync status=none
+	sum=$(md5sum <"$TMP/data")
+	dmsetup remove rt_thin
+	dmsetup message rt_pool 0 set_transaction_id 0 1
+	dmsetup remove rt_pool
+	# A new pool: nothing cached but what opening it read. This failing create_thin reads
+	# the device details, so that the delete below finds them cached and fails only inside
+	# its change of the mapping trees.
+	dmsetup create rt_pool --table "0 $DATA_SECTORS rthin-pool /dev/mapper/rt_meta $DATA_DEV $BS 32"
+	! dmsetup message rt_pool 0 create_thin 1 2>/dev/null || fail "create_thin of an existing id accepted"
+	# Reads of the mapping tree's root block fail from now on (its block number is the
+	# superblock's data_mapping_root, at byte 320); writes, and the other blocks, still work,
+	# so that the abort can read the last commit back.
+	root=$(dd if=/dev/mapper/rt_meta bs=4096 count=1 iflag=direct status=none | od -An -t u8 -j 320 -N 8 | tr -d ' ')
+	echo "mapping tree root: block $root"
+	[ "$root" -gt 0 ] && [ $(((root + 1) * 8)) -lt "$msz" ] || fail "bad mapping root $root"
+	dmsetup reload rt_meta --table "0 $((root * 8)) linear $META_DEV 0
+$((root * 8)) 8 flakey $META_DEV $((root * 8)) 0 1 1 error_reads
+$(((root + 1) * 8)) $((msz - (root + 1) * 8)) linear $META_DEV $(((root + 1) * 8))"
+	dmsetup suspend rt_meta
+	dmsetup resume rt_meta
+	kmsg_mark
+	! dmsetup message rt_pool 0 delete 1 2>/dev/null || fail "delete succeeded while metadata reads fail"
+	log=$(kmsg_since)
+	echo "$log" | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
+	for want in "Deletion of thin device 1 failed" "metadata operation 'dm_pool_delete_thin' failed" \
+		"aborting current metadata transaction" "switching pool to read-only mode"; do
+		grep -q "$want" <<<"$log" || fail "no '$want' in the kernel log"
+	done
+	[ "$(status_field rt_pool 5)" = ro ] || fail "status after the failed delete: $(dmsetup status rt_pool)"
+	[ "$(status_field rt_pool 8)" = needs_check ] || fail "status after the failed delete: $(dmsetup status rt_pool)"
+	kmsg_mark
+	! dmsetup message rt_pool 0 create_thin 2 2>/dev/null || fail "read-only pool accepted a message"
+	kmsg_since | grep -q "unable to service pool target messages" || fail "no refusal message"
+	dmsetup remove rt_pool
+	dmsetup reload rt_meta --table "0 $msz linear $META_DEV 0"
+	dmsetup suspend rt_meta
+	dmsetup resume rt_meta
+	thin_dump /dev/mapper/rt_meta | grep -q 'flags="1"' || fail "needs_check not on disk"
+	thin_check --clear-needs-check-flag /dev/mapper/rt_meta || fail "thin_check after the failed delete"
+	thin_dump /dev/mapper/rt_meta | grep -q 'transaction="1"' || fail "last commit lost"
+	dmsetup create rt_pool --table "0 $DATA_SECTORS rthin-pool /dev/mapper/rt_meta $DATA_DEV $BS 32"
+	[ "$(status_field rt_pool 5)" = rw ] || fail "reopened pool: $(dmsetup status rt_pool)"
+	dmsetup create rt_thin --table "0 8192 rthin /dev/mapper/rt_pool 1"
+	[ "$(head -c 2M /dev/mapper/rt_thin | md5sum)" = "$sum" ] || fail "thin 1's data changed"
+	dmsetup remove rt_thin
+	dmsetup message rt_pool 0 delete 1
+	dmsetup remove rt_pool
+	thin_check /dev/mapper/rt_meta || fail "thin_check after the delete"
+	dmsetup remove rt_meta
+}
+
 tests=(
 	pool_format_and_messages:t_format_and_messages
 	pool_upstream_opens_rthin_metadata:t_upstream_opens_rthin_metadata
@@ -333,5 +409,6 @@ tests=(
 	pool_corrupt_metadata:t_corrupt_metadata
 	pool_resize_data:t_resize_data
 	pool_metadata_write_errors:t_metadata_write_errors
+	pool_metadata_read_errors:t_metadata_read_errors
 )
 run_suite "${tests[@]}"

@@ -1520,10 +1520,13 @@ impl Target for Pool {
                 }
             }
         };
+        // The metadata operation that failed, if one did (see below).
+        let mut failed_op = None;
         let r = if name.eq_ignore_ascii_case(b"create_thin") {
             want(2)?;
             let id = dev_id(1)?;
             md.create_thin(id).map_err(|e| {
+                failed_op = Some(("dm_pool_create_thin", e));
                 dm_warn!(
                     PREFIX,
                     "Creation of new thinly-provisioned device with id {} failed.",
@@ -1535,6 +1538,7 @@ impl Target for Pool {
             want(3)?;
             let (id, origin) = (dev_id(1)?, dev_id(2)?);
             md.create_snap(id, origin).map_err(|e| {
+                failed_op = Some(("dm_pool_create_snap", e));
                 dm_warn!(
                     PREFIX,
                     "Creation of new snapshot {} of device {} failed.",
@@ -1551,6 +1555,7 @@ impl Target for Pool {
                 return Err(EBUSY);
             }
             md.delete_thin(id).map_err(|e| {
+                failed_op = Some(("dm_pool_delete_thin", e));
                 dm_warn!(PREFIX, "Deletion of thin device {} failed.", arg(1));
                 to_kernel(e)
             })
@@ -1573,6 +1578,7 @@ impl Target for Pool {
                 EINVAL
             })?;
             md.set_transaction_id(old, new).map_err(|e| {
+                failed_op = Some(("dm_pool_set_metadata_transaction_id", e));
                 dm_warn!(
                     PREFIX,
                     "Failed to change transaction id from {} to {}.",
@@ -1583,10 +1589,16 @@ impl Target for Pool {
             })
         } else if name.eq_ignore_ascii_case(b"reserve_metadata_snap") {
             want(1)?;
-            md.reserve_metadata_snap().map_err(to_kernel)
+            md.reserve_metadata_snap().map_err(|e| {
+                failed_op = Some(("dm_pool_reserve_metadata_snap", e));
+                to_kernel(e)
+            })
         } else if name.eq_ignore_ascii_case(b"release_metadata_snap") {
             want(1)?;
-            md.release_metadata_snap().map_err(to_kernel)
+            md.release_metadata_snap().map_err(|e| {
+                failed_op = Some(("dm_pool_release_metadata_snap", e));
+                to_kernel(e)
+            })
         } else {
             dm_warn!(
                 PREFIX,
@@ -1595,7 +1607,18 @@ impl Target for Pool {
             );
             Err(EINVAL)
         };
-        if r.is_ok() {
+        // A message refused before it changed anything (an id in use, no such device) leaves
+        // the metadata as it was. One that failed half-way through its change (a metadata
+        // read or allocation failed) left the metadata failed: that transaction cannot be
+        // kept, so the pool aborts it and goes read-only now, as after a failed commit,
+        // instead of reporting 'rw' while it refuses every change.
+        if let Some((op, e)) = failed_op {
+            if md.failed() {
+                this.core.metadata_failed(&mut md, op, e);
+                drop(md);
+                this.core.raise_pending_event();
+            }
+        } else if r.is_ok() {
             let c = this.core.commit_locked(&mut md);
             drop(md);
             this.core.raise_pending_event();

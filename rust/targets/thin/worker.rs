@@ -391,7 +391,9 @@ impl PoolCore {
             }
         }
         if held.is_err() {
-            let _ = md.dec_data_range(dblock, dblock + 1);
+            if let Err(e) = md.dec_data_range(dblock, dblock + 1) {
+                this.metadata_failed(md, "dm_pool_dec_data_range", e);
+            }
             return after.fail(bio, BlkStatus::IOERR);
         }
         this.cells_changed(md);
@@ -613,7 +615,9 @@ impl PoolCore {
             if !bio.status().is_ok() {
                 // The zeroing, the copy or the write failed: give the block back.
                 if self.mode() == Mode::Write {
-                    let _ = md.dec_data_range(dblock, dblock + 1);
+                    if let Err(e) = md.dec_data_range(dblock, dblock + 1) {
+                        self.metadata_failed(md, "dm_pool_dec_data_range", e);
+                    }
                 }
             } else if !self.map_new_block(md, dev, vblock, dblock) {
                 bio.set_status(BlkStatus::IOERR);
