@@ -275,6 +275,32 @@ t_resize_data() {
 	dump_summary | grep -q "nr_data_blocks=$NR_BLOCKS" || fail "metadata not grown"
 }
 
+# set_meta TABLE: rt_meta (the pool's metadata device in the error tests) gets TABLE.
+set_meta() {
+	dmsetup reload rt_meta --table "$1"
+	dmsetup suspend rt_meta
+	dmsetup resume rt_meta
+}
+
+# failed_message_degrades MESSAGE WANT...: MESSAGE to rt_pool fails; the kernel log then has
+# every WANT, the pool is read-only with needs_check, and it refuses the next message.
+failed_message_degrades() {
+	local msg=$1 log want
+	shift
+	kmsg_mark
+	! dmsetup message rt_pool 0 $msg 2>/dev/null || fail "'$msg' succeeded on the faulty metadata device"
+	log=$(kmsg_since)
+	echo "$log" | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
+	for want in "$@"; do
+		grep -q "$want" <<<"$log" || fail "no '$want' in the kernel log"
+	done
+	[ "$(status_field rt_pool 5)" = ro ] || fail "status after '$msg': $(dmsetup status rt_pool)"
+	[ "$(status_field rt_pool 8)" = needs_check ] || fail "status after '$msg': $(dmsetup status rt_pool)"
+	kmsg_mark
+	! dmsetup message rt_pool 0 create_thin 99 2>/dev/null || fail "read-only pool accepted a message"
+	kmsg_since | grep -q "unable to service pool target messages" || fail "no refusal message"
+}
+
 # Metadata writes start failing: the commit fails, the pool aborts the transaction (resetting
 # its dm-bufio client, never making a new one: seed 004), cannot set needs_check either, and
 # goes to failure mode, refusing messages; the last commit on disk is intact.
@@ -289,28 +315,13 @@ t_metadata_write_errors() {
 	dmsetup message rt_pool 0 create_thin 1
 	dmsetup message rt_pool 0 set_transaction_id 0 1
 	# Every write to the metadata device fails from now on; reads still work.
-	dmsetup reload rt_meta --table "0 $msz flakey $META_DEV 0 0 1 1 error_writes"
-	dmsetup suspend rt_meta
-	dmsetup resume rt_meta
-	kmsg_mark
-	! dmsetup message rt_pool 0 create_thin 2 2>/dev/null || fail "message succeeded while metadata writes fail"
-	log=$(kmsg_since)
-	echo "$log" | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
+	set_meta "0 $msz flakey $META_DEV 0 0 1 1 error_writes"
 	# As dm-thin: the transaction is aborted, needs_check is set (in the cached superblock,
 	# which needs no write), and the pool goes read-only.
-	for want in "metadata operation 'dm_pool_commit_metadata' failed" "aborting current metadata transaction" \
-		"switching pool to read-only mode"; do
-		grep -q "$want" <<<"$log" || fail "no '$want' in the kernel log"
-	done
-	[ "$(status_field rt_pool 5)" = ro ] || fail "status: $(dmsetup status rt_pool)"
-	[ "$(status_field rt_pool 8)" = needs_check ] || fail "status: $(dmsetup status rt_pool)"
-	kmsg_mark
-	! dmsetup message rt_pool 0 create_thin 3 2>/dev/null || fail "failed pool accepted a message"
-	kmsg_since | grep -q "unable to service pool target messages" || fail "no refusal message"
+	failed_message_degrades "create_thin 2" "metadata operation 'dm_pool_commit_metadata' failed" \
+		"aborting current metadata transaction" "switching pool to read-only mode"
 	dmsetup remove rt_pool
-	dmsetup reload rt_meta --table "0 $msz linear $META_DEV 0"
-	dmsetup suspend rt_meta
-	dmsetup resume rt_meta
+	set_meta "0 $msz linear $META_DEV 0"
 	thin_check /dev/mapper/rt_meta || fail "thin_check after the failed transaction"
 	thin_dump /dev/mapper/rt_meta | grep -q 'transaction="1"' || fail "last commit lost"
 	[ "$(thin_dump /dev/mapper/rt_meta | grep -c '<device ')" = 1 ] || fail "uncommitted device 2 on disk"
@@ -362,28 +373,14 @@ t_metadata_read_errors() {
 	root=$(dd if=/dev/mapper/rt_meta bs=4096 count=1 iflag=direct status=none | od -An -t u8 -j 320 -N 8 | tr -d ' ')
 	echo "mapping tree root: block $root"
 	[ "$root" -gt 0 ] && [ $(((root + 1) * 8)) -lt "$msz" ] || fail "bad mapping root $root"
-	dmsetup reload rt_meta --table "0 $((root * 8)) linear $META_DEV 0
+	set_meta "0 $((root * 8)) linear $META_DEV 0
 $((root * 8)) 8 flakey $META_DEV $((root * 8)) 0 1 1 error_reads
 $(((root + 1) * 8)) $((msz - (root + 1) * 8)) linear $META_DEV $(((root + 1) * 8))"
-	dmsetup suspend rt_meta
-	dmsetup resume rt_meta
-	kmsg_mark
-	! dmsetup message rt_pool 0 delete 1 2>/dev/null || fail "delete succeeded while metadata reads fail"
-	log=$(kmsg_since)
-	echo "$log" | grep 'device-mapper' | sed 's/^\[[ 0-9.]*\] //'
-	for want in "Deletion of thin device 1 failed" "metadata operation 'dm_pool_delete_thin' failed" \
-		"aborting current metadata transaction" "switching pool to read-only mode"; do
-		grep -q "$want" <<<"$log" || fail "no '$want' in the kernel log"
-	done
-	[ "$(status_field rt_pool 5)" = ro ] || fail "status after the failed delete: $(dmsetup status rt_pool)"
-	[ "$(status_field rt_pool 8)" = needs_check ] || fail "status after the failed delete: $(dmsetup status rt_pool)"
-	kmsg_mark
-	! dmsetup message rt_pool 0 create_thin 2 2>/dev/null || fail "read-only pool accepted a message"
-	kmsg_since | grep -q "unable to service pool target messages" || fail "no refusal message"
+	failed_message_degrades "delete 1" "Deletion of thin device 1 failed" \
+		"metadata operation 'dm_pool_delete_thin' failed" "aborting current metadata transaction" \
+		"switching pool to read-only mode"
 	dmsetup remove rt_pool
-	dmsetup reload rt_meta --table "0 $msz linear $META_DEV 0"
-	dmsetup suspend rt_meta
-	dmsetup resume rt_meta
+	set_meta "0 $msz linear $META_DEV 0"
 	thin_dump /dev/mapper/rt_meta | grep -q 'flags="1"' || fail "needs_check not on disk"
 	thin_check --clear-needs-check-flag /dev/mapper/rt_meta || fail "thin_check after the failed delete"
 	thin_dump /dev/mapper/rt_meta | grep -q 'transaction="1"' || fail "last commit lost"
