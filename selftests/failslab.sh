@@ -8,9 +8,10 @@
 # stays consistent (see failslab.py). Needs a kernel with CONFIG_FAILSLAB and the fault
 # injection debugfs (the checker kernel); elsewhere the test is skipped.
 #
-# FAILSLAB_N: "short:K" (default short:30: K values of N per operation, spread over the
-# sites it reaches) or "long" (every N). POOL_TGT/THIN_TGT pick the targets (rthin by
-# default); only rthin runs in the lists (guest-run.sh).
+# FAILSLAB_N: "short:K" (default short:30: per operation, N from 1 to K and K more values
+# spread over the sites it reaches) or "long" (every N); FAILSLAB_ONLY=REGEX arms only the
+# operations it names (pool_format, pool_open, thin_open, msg_*, write_*). POOL_TGT/THIN_TGT
+# pick the targets (rthin by default); only rthin runs in the lists (guest-run.sh).
 here=${here:-$(cd "$(dirname "$0")" && pwd)}
 . "$here/lib.sh"        # (it changes into a scratch directory)
 . "$here/thin_lib.sh"
